@@ -1,0 +1,261 @@
+"""The run config: one YAML file per run, validated by pydantic.
+
+Every recipe shares the sections ``input``, ``languages``, ``engine``, ``sampling``, ``lid``,
+``output`` and ``runner``; each adds its own section named after it (``sap``, ``entitycs``, ``cod``).
+Unknown keys are refused so a typo never silently falls back to a default.
+
+Example::
+
+    from synth.config import load_config
+    config = load_config("data/configs/sap.yaml", overrides={"languages": ["de", "hi"]})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synth.errors import ConfigError
+
+LANG_CODE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HFDatasetSpec(Section):
+    """A Hugging Face dataset read in streaming mode."""
+
+    name: str = Field(description="Dataset repo id or local dataset directory.")
+    config: str | None = Field(None, description="Dataset config name.")
+    split: str = Field("train", description="Split to read.")
+
+
+class InputConfig(Section):
+    path: str | None = Field(None, description="Input file (.jsonl, .parquet, .xml.bz2 dump, SGD .json).")
+    hf: HFDatasetSpec | None = Field(None, description="Read a Hugging Face dataset instead of a file.")
+    limit: int | None = Field(None, ge=1, description="Process at most this many input records.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "InputConfig":
+        if (self.path is None) == (self.hf is None):
+            raise ValueError("give exactly one of 'path' or 'hf'")
+        return self
+
+
+class EngineConfig(Section):
+    backend: Literal["vllm", "openai"] = Field("vllm", description="In-process vLLM or OpenAI-compatible servers.")
+    model: str | None = Field(None, description="Model path or name; empty means the shipped default (Gemma 3 270M).")
+    dtype: str = Field("auto", description="vLLM dtype ('auto', 'bfloat16', 'float32').")
+    max_model_len: int = Field(4096, ge=256)
+    enable_prefix_caching: bool = Field(True, description="Reuse KV cache of shared few-shot prefixes.")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="KV-cache share; on CPU it is a share of RAM (default 0.15 there, 0.9 on GPU)."
+    )
+    enforce_eager: bool | None = Field(None, description="Skip graph compilation (default true on CPU).")
+    tensor_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1)
+    max_num_seqs: int | None = Field(None, ge=1)
+    base_urls: list[str] = Field(default_factory=list, description="OpenAI-compatible endpoints (backend 'openai').")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key, if any.")
+    max_concurrency: int = Field(16, ge=1, description="In-flight requests per endpoint (backend 'openai').")
+    timeout_s: float = Field(120.0, gt=0, description="Timeout of one HTTP request.")
+    max_retries: int = Field(5, ge=0)
+
+    @model_validator(mode="after")
+    def _urls_for_openai(self) -> "EngineConfig":
+        if self.backend == "openai" and not self.base_urls:
+            raise ValueError("backend 'openai' needs at least one entry in 'base_urls'")
+        return self
+
+
+class SamplingConfig(Section):
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(64, ge=1)
+    repetition_penalty: float = Field(1.1, gt=0)
+    seed: int = Field(0, description="Base seed; each request derives its own from it and its id.")
+
+
+class LidConfig(Section):
+    mode: Literal["fasttext", "cascade", "agree"] = Field(
+        "cascade",
+        description="fasttext: fastText only; cascade: langdetect second opinion when fastText is unsure or the "
+        "text is short; agree: langdetect must agree on every row.",
+    )
+    threshold: float = Field(0.5, ge=0, le=1, description="Minimum fastText score of the target language.")
+    per_language: dict[str, float] = Field(default_factory=dict, description="Threshold overrides per language.")
+    script_check: bool = Field(True, description="Require the target language's script (e.g. Devanagari for hi).")
+
+
+class OutputConfig(Section):
+    dir: str = Field("out", description="Output directory (a Hugging Face dataset repository layout).")
+    shard_rows: int = Field(50_000, ge=1, description="Roll a shard over after this many rows.")
+    shard_bytes: int = Field(256 * 2**20, ge=1024, description="Roll a shard over after about this many bytes.")
+
+
+class RunnerConfig(Section):
+    batch_size: int = Field(16, ge=1, description="Input records per batch; a batch is one Prefect task.")
+    task_runner: Literal["thread", "dask", "ray"] = Field("thread")
+    address: str | None = Field(None, description="Existing Dask scheduler or Ray cluster address.")
+    retries: int = Field(2, ge=0, description="Task retries on engine errors.")
+
+
+class RunConfigBase(Section):
+    input: InputConfig
+    languages: list[str] = Field(min_length=1, description="ISO 639-1/3 codes of target languages.")
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    lid: LidConfig = Field(default_factory=LidConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+
+    @field_validator("languages")
+    @classmethod
+    def _codes(cls, value: list[str]) -> list[str]:
+        codes = [code.strip().lower() for code in value]
+        bad = [code for code in codes if not LANG_CODE.match(code)]
+        if bad:
+            raise ValueError(f"not ISO 639 language codes: {', '.join(bad)}")
+        if len(set(codes)) != len(codes):
+            raise ValueError("duplicated language codes")
+        return codes
+
+    def content_hash(self) -> str:
+        """Hash of everything that changes what is generated (not where it goes, how many, or how it runs)."""
+        payload = self.model_dump(mode="json", exclude={"output": {"dir"}, "runner": True, "input": {"limit"}})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class SapOptions(Section):
+    mode: Literal["cross-lingual", "monolingual"] = Field("cross-lingual")
+    zero_shot: bool = Field(False, description="Allow languages without exemplars through the zero-shot template.")
+    summary_max_tokens: int = Field(96, ge=8)
+    query_max_tokens: int = Field(48, ge=4)
+    max_query_words: int = Field(40, ge=3, description="Longer queries are rejected as 'too_long'.")
+
+
+class SapConfig(RunConfigBase):
+    recipe: Literal["sap"] = "sap"
+    sap: SapOptions = Field(default_factory=SapOptions)
+
+
+class EntityCSOptions(Section):
+    lexicon: str | None = Field(None, description="Lexicon Parquet; empty means the shipped CLDR lexicon.")
+    languages_per_sentence: int = Field(5, ge=1, description="Sample up to this many candidate languages.")
+    markers: Literal["lang", "entity", "none"] = Field("lang", description="<de>…</de>, <e>…</e> or no markers.")
+    llm_label_fallback: bool = Field(False, description="Ask the LLM for labels missing from the lexicon.")
+    llm_inflection_repair: bool = Field(False, description="Let the LLM inflect switched labels in context.")
+    max_words: int = Field(128, ge=1)
+
+
+class EntityCSConfig(RunConfigBase):
+    recipe: Literal["entitycs"] = "entitycs"
+    entitycs: EntityCSOptions = Field(default_factory=EntityCSOptions)
+
+
+class CodOptions(Section):
+    schema_path: str | None = Field(None, description="SGD schema JSON; default: schema.json beside the dialogues.")
+    max_attempts: int = Field(2, ge=1, description="Generations per turn before a missing slot value is rejected.")
+    turn_max_tokens: int = Field(64, ge=8)
+    max_turns: int | None = Field(None, ge=1, description="Use only the first N turns of each dialogue.")
+
+
+class CodConfig(RunConfigBase):
+    recipe: Literal["cod"] = "cod"
+    cod: CodOptions = Field(default_factory=CodOptions)
+
+
+RunConfig = Annotated[Union[SapConfig, EntityCSConfig, CodConfig], Field(discriminator="recipe")]
+CONFIG_CLASSES: dict[str, type[RunConfigBase]] = {"sap": SapConfig, "entitycs": EntityCSConfig, "cod": CodConfig}
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    field = ".".join(str(part) for part in error["loc"])
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "required key is missing"
+    return field, message
+
+
+def parse_config(data: dict[str, Any], *, source: str, recipe: str | None = None) -> RunConfigBase:
+    """Validate a config mapping; ``source`` names it in errors. ``recipe`` fills or checks ``recipe:``."""
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of config keys", file=source)
+    data = dict(data)
+    if recipe is not None:
+        if data.setdefault("recipe", recipe) != recipe:
+            raise ConfigError(f"config is for recipe '{data['recipe']}', not '{recipe}'", file=source, field="recipe")
+    name = data.get("recipe")
+    if name not in CONFIG_CLASSES:
+        raise ConfigError(f"expected one of {', '.join(CONFIG_CLASSES)}, got {name!r}", file=source, field="recipe")
+    try:
+        return CONFIG_CLASSES[name].model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field, message = _describe(first)
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{message}{more}", file=source, field=field) from None
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def load_config(path: str | Path, *, recipe: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfigBase:
+    """Read a YAML run config; relative input paths resolve against the config file's folder.
+
+    ``overrides`` maps dotted keys (``"input.limit"``, ``"languages"``) to values, as the CLI flags do.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", file=str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid YAML: {str(exc).splitlines()[0]}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of config keys", file=str(path))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    config = parse_config(data, source=str(path), recipe=recipe)
+    return resolve_paths(config, base=path.parent, source=str(path))
+
+
+def resolve_paths(config: RunConfigBase, *, base: Path, source: str) -> RunConfigBase:
+    """Make relative file paths absolute against ``base`` and check that inputs exist."""
+
+    def absolute(value: str | None) -> str | None:
+        if value is None or Path(value).is_absolute():
+            return value
+        return str((base / value).resolve())
+
+    input_ = config.input.model_copy(update={"path": absolute(config.input.path)})
+    if input_.path is not None and not Path(input_.path).exists():
+        raise ConfigError(f"input file not found: {input_.path}", file=source, field="input.path")
+    update: dict[str, Any] = {"input": input_}
+    if isinstance(config, EntityCSConfig) and config.entitycs.lexicon:
+        lexicon = absolute(config.entitycs.lexicon)
+        if not Path(lexicon).exists():
+            raise ConfigError(f"lexicon not found: {lexicon}", file=source, field="entitycs.lexicon")
+        update["entitycs"] = config.entitycs.model_copy(update={"lexicon": lexicon})
+    if isinstance(config, CodConfig) and config.cod.schema_path:
+        schema = absolute(config.cod.schema_path)
+        if not Path(schema).exists():
+            raise ConfigError(f"schema not found: {schema}", file=source, field="cod.schema_path")
+        update["cod"] = config.cod.model_copy(update={"schema_path": schema})
+    return config.model_copy(update=update)

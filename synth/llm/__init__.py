@@ -1,0 +1,1 @@
+"""LLM engines behind one batched interface (see ``synth.llm.base``)."""
