@@ -1,0 +1,210 @@
+"""The ``synth`` command line: demo, one-off runs, language ID, and the publishing/deployment commands.
+
+Heavy imports (vLLM, Prefect, fastText) happen inside the commands that need them, so ``synth --help``
+and ``synth lid`` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from synth.errors import SynthError
+
+app = typer.Typer(
+    name="synth",
+    help=(
+        "polysynth: multilingual training data with LLMs (SWIM-IR SAP queries, EntityCS code-switching, "
+        "COD outline dialogues), run as Prefect flows over vLLM.\n\n"
+        "Example: synth run sap --config data/configs/sap.yaml --limit 5 --languages de,hi"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+lexicon_app = typer.Typer(help="Entity lexicons for code-switching.\n\nExample: synth lexicon build latest-all.json.bz2 --out lexicon.parquet")
+model_app = typer.Typer(help="The default model.\n\nExample: synth model prepare")
+app.add_typer(lexicon_app, name="lexicon")
+app.add_typer(model_app, name="model")
+console = Console(stderr=True)
+RECIPE_NAMES = ("sap", "entitycs", "cod")
+
+
+def _fail(error: Exception) -> None:
+    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _guard(fn):
+    """Turn user-facing errors into one line on stderr and exit code 2, never a traceback."""
+
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SynthError as error:
+            _fail(error)
+        except PermissionError as error:
+            _fail(SynthError(f"permission denied: {error.filename}"))
+        except KeyboardInterrupt:
+            console.print("interrupted: rerun the same command to resume")
+            raise typer.Exit(code=130)
+
+    return wrapper
+
+
+def _split_languages(value: Optional[str]) -> Optional[list[str]]:
+    return [code.strip() for code in value.split(",") if code.strip()] if value else None
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """A table of kept/rejected rows per language, printed to stdout."""
+    table = Table(title=f"{summary['recipe']} → {summary['out']}")
+    table.add_column("language")
+    table.add_column("kept", justify="right")
+    table.add_column("rejected", justify="right")
+    for lang in sorted(set(summary["kept"]) | set(summary["rejected"])):
+        table.add_row(lang, str(summary["kept"].get(lang, 0)), str(summary["rejected"].get(lang, 0)))
+    out = Console()
+    out.print(table)
+    usage = summary["usage"]
+    out.print(
+        f"batches generated {summary['batches_generated']}/{summary['batches_total']} · LLM calls {usage.get('calls', 0)} "
+        f"{usage.get('per_step', {})} · wall {summary['wall_s']:.1f} s",
+        highlight=False,
+    )
+    if summary["reject_reasons"]:
+        out.print("reject reasons: " + ", ".join(f"{k} {v}" for k, v in summary["reject_reasons"].items()), highlight=False)
+
+
+@app.command()
+@_guard
+def run(
+    recipe: str = typer.Argument(..., help="sap, entitycs or cod."),
+    config: Path = typer.Option(..., "--config", "-c", help="Run config YAML (see data/configs/)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (overrides output.dir)."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Process at most N input records."),
+    languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Comma-separated ISO codes, e.g. de,hi,sw."),
+) -> None:
+    """Run one recipe once, as a Prefect flow.
+
+    Example: synth run sap --config data/configs/sap.yaml --limit 20 --languages de,hi,sw,zh
+    """
+    from synth.config import load_config
+
+    if recipe not in RECIPE_NAMES:
+        raise SynthError(f"unknown recipe {recipe!r}; expected one of {', '.join(RECIPE_NAMES)}")
+    overrides = {"input.limit": limit, "languages": _split_languages(languages)}
+    if out is not None:
+        overrides["output.dir"] = str(out.resolve())
+    run_config = load_config(config, recipe=recipe, overrides=overrides)
+    from flows.runner import run_flow
+
+    print_summary(run_flow(run_config))
+
+
+@app.command()
+@_guard
+def demo(
+    out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Output directory."),
+) -> None:
+    """Run all three recipes on the shipped sample data with the default CPU model, then write a report.
+
+    Sizes come from data/configs/demo.yaml (small, so it finishes in minutes on 2 CPU cores).
+
+    Example: synth demo --out out/demo
+    """
+    import yaml
+
+    from synth.config import load_config
+    from synth.paths import DATA_DIR
+
+    plan = yaml.safe_load((DATA_DIR / "configs" / "demo.yaml").read_text(encoding="utf-8"))
+    from flows.runner import run_flow
+
+    summaries = []
+    for recipe, overrides in plan["recipes"].items():
+        overrides = dict(overrides or {}, **{"output.dir": str(out.resolve())})
+        config = load_config(DATA_DIR / "configs" / f"{recipe}.yaml", recipe=recipe, overrides=overrides)
+        console.print(f"[bold]demo:[/] {recipe} …")
+        summary = run_flow(config)
+        print_summary(summary)
+        summaries.append(summary)
+    from synth.report import write_report
+
+    report = write_report(out)
+    Console().print(f"\nOutput: {out.resolve()}  (manifest.json, README.md, report: {report})", highlight=False)
+
+
+@app.command()
+@_guard
+def lid(
+    file: str = typer.Argument("-", help="Text file, one text per line; '-' reads stdin."),
+    mode: str = typer.Option("cascade", help="fasttext, cascade or agree (as in the run config)."),
+) -> None:
+    """Identify the language of each line; prints one JSON object per line: {"lang", "score", "agree"}.
+
+    "agree" says whether langdetect agrees with fastText (null when langdetect was not consulted in cascade
+    mode because fastText was confident).
+
+    Example: printf 'Guten Morgen, wie geht es?\\n' | synth lid -
+    """
+    from synth.config import LidConfig
+    from synth.lid import LanguageIdentifier
+
+    handle = sys.stdin if file == "-" else open(file, encoding="utf-8", errors="replace")
+    try:
+        lines = [line.rstrip("\n") for line in handle]
+    finally:
+        if handle is not sys.stdin:
+            handle.close()
+    identifier = LanguageIdentifier(LidConfig(mode=mode))
+    for text, (lang, score, agree) in zip(lines, identifier.describe(lines)):
+        print(json.dumps({"lang": lang, "score": round(score, 4), "agree": agree}, ensure_ascii=False))
+
+
+@model_app.command("prepare")
+@_guard
+def model_prepare() -> None:
+    """Convert the shipped default model (Gemma 3 270M GGUF) once to a checkpoint vLLM loads.
+
+    Example: synth model prepare
+    """
+    from synth.llm.model import default_model_path
+
+    print(default_model_path())
+
+
+@app.command("serve-model")
+@_guard
+def serve_model(
+    model: Optional[str] = typer.Option(None, help="Model path or name; default: the shipped model."),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+) -> None:
+    """Start an OpenAI-compatible `vllm serve` for the default model (runs in the foreground).
+
+    Example: synth serve-model --port 8000  # then engine: {backend: openai, base_urls: [http://127.0.0.1:8000/v1]}
+    """
+    from synth.llm.model import serve_model_command
+
+    argv = serve_model_command(model, host, port)
+    console.print(" ".join(argv), highlight=False)
+    os.execvp(argv[0], argv)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

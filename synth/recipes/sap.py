@@ -1,0 +1,322 @@
+"""SAP, summarize-then-ask (SWIM-IR; Thakur et al., 2023): retrieval training pairs in many languages.
+
+For each passage the model first writes an extractive English summary (step 1, once per passage), then,
+from passage + summary, one question per target language (step 2): 1 + k LLM calls per passage for k
+languages. Cross-lingual mode is 5-shot with the XOR-Retrieve / XTREME-UP exemplars; monolingual mode is
+3-shot with the MIRACL exemplars of the passage's own language. Few-shot prefixes are identical across
+requests so vLLM's prefix cache serves them.
+
+Every passage × language gives a row; failures are rejected rows with a reason:
+``engine_error``, ``summary_empty``, ``passage_too_long``, ``empty``, ``too_long``, ``copy``,
+``exemplar_copy``, ``lid_mismatch``, ``script_mismatch``.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import yaml
+
+from synth.errors import ConfigError
+from synth.io import read_records
+from synth.llm.base import Request, Result, Sampling, Usage, request_seed
+from synth.paths import PROMPTS_DIR
+from synth.prompts import PromptTemplate, load_template
+from synth.recipes.base import LID_FIELDS, Recipe, stable_id
+
+EXEMPLAR_DIR = PROMPTS_DIR / "sap" / "exemplars"
+CROSS_LINGUAL_FILES = ("XOR-Retrieve-prompts.csv", "xtreme-up-prompts.csv")
+MONOLINGUAL_FILE = "MIRACL-prompts.csv"
+MONOLINGUAL_SHOTS = 3
+# Passages longer than this are rejected before any call: they would overflow the context of small models.
+MAX_PASSAGE_WORDS = 600
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    passage: str
+    summary: str
+    question: str
+
+
+@lru_cache(maxsize=1)
+def language_names() -> dict[str, str]:
+    """ISO code -> language name as the exemplar files spell it."""
+    names = yaml.safe_load((PROMPTS_DIR / "sap" / "languages.yaml").read_text(encoding="utf-8"))
+    return {code: name for name, code in names.items()}
+
+
+def _column_language(header: str) -> str:
+    return header.split(" (")[0].strip()
+
+
+@lru_cache(maxsize=1)
+def cross_lingual_exemplars() -> dict[str, tuple[Exemplar, ...]]:
+    """Target language -> the 5 exemplars (English passage, English summary, question in that language).
+
+    The XOR-Retrieve file starts with a banner row; the header is the first row whose first cell is ``Article``.
+    """
+    codes = {name: code for code, name in language_names().items()}
+    by_lang: dict[str, list[Exemplar]] = {}
+    for filename in CROSS_LINGUAL_FILES:
+        path = EXEMPLAR_DIR / filename
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.reader(handle))
+        header_at = next(i for i, row in enumerate(rows) if row and row[0].strip() == "Article")
+        header = rows[header_at]
+        for row in rows[header_at + 1 :]:
+            if not row or not row[0].strip():
+                continue
+            for column, cell in zip(header[2:], row[2:]):
+                code = codes.get(_column_language(column))
+                if code is None:
+                    raise ConfigError(f"exemplar column {column!r} has no ISO code in languages.yaml", file=str(path))
+                if cell.strip() and all(e.question != cell.strip() for e in by_lang.get(code, [])):
+                    by_lang.setdefault(code, []).append(Exemplar(row[0].strip(), row[1].strip(), cell.strip()))
+    return {code: tuple(examples) for code, examples in by_lang.items()}
+
+
+@lru_cache(maxsize=1)
+def monolingual_exemplars() -> dict[str, tuple[Exemplar, ...]]:
+    """Language -> its first 3 MIRACL exemplars that have a summary (blank rows separate languages)."""
+    codes = {name: code for code, name in language_names().items()}
+    by_lang: dict[str, list[Exemplar]] = {}
+    with (EXEMPLAR_DIR / MONOLINGUAL_FILE).open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            code = codes.get((row.get("Language") or "").strip())
+            if code is None or not row["Summary"].strip() or not row["Question"].strip():
+                continue
+            examples = by_lang.setdefault(code, [])
+            if len(examples) < MONOLINGUAL_SHOTS:
+                examples.append(Exemplar(row["Passage"].strip(), row["Summary"].strip(), row["Question"].strip()))
+    return {code: tuple(examples) for code, examples in by_lang.items()}
+
+
+def supported_languages(mode: str) -> list[str]:
+    table = cross_lingual_exemplars() if mode == "cross-lingual" else monolingual_exemplars()
+    return sorted(code for code in table if mode == "monolingual" or code != "en")
+
+
+class SapRecipe(Recipe):
+    """Summarize-then-ask query generation. See the module docstring for the method and reject reasons."""
+
+    name = "sap"
+
+    SCHEMA = pa.schema(
+        [
+            pa.field("id", pa.string()),
+            pa.field("source_id", pa.string()),
+            pa.field("passage_id", pa.string()),
+            pa.field("title", pa.string()),
+            pa.field("passage", pa.string()),
+            pa.field("passage_lang", pa.string()),
+            pa.field("lang", pa.string()),
+            pa.field("mode", pa.string()),
+            pa.field("summary", pa.string()),
+            pa.field("query", pa.string()),
+            pa.field("reject_reason", pa.string()),
+            *LID_FIELDS,
+        ]
+    )
+
+    @property
+    def options(self):
+        return self.config.sap
+
+    @property
+    def summary_template(self) -> PromptTemplate:
+        return load_template("sap/summary.v1.yaml")
+
+    def query_template(self, lang: str) -> PromptTemplate:
+        if lang not in self._exemplars():
+            return load_template("sap/query_zeroshot.v1.yaml")
+        if self.options.mode == "monolingual":
+            return load_template("sap/query_monolingual.v1.yaml")
+        return load_template("sap/query_crosslingual.v1.yaml")
+
+    @property
+    def prompt_version(self) -> str:
+        templates = [self.summary_template] + sorted(
+            {self.query_template(lang) for lang in self.config.languages}, key=lambda t: t.name
+        )
+        return "+".join(t.tag for t in templates)
+
+    def _exemplars(self) -> dict[str, tuple[Exemplar, ...]]:
+        return cross_lingual_exemplars() if self.options.mode == "cross-lingual" else monolingual_exemplars()
+
+    def validate(self) -> None:
+        supported = supported_languages(self.options.mode)
+        missing = [lang for lang in self.config.languages if lang not in supported]
+        if missing and not self.options.zero_shot:
+            raise ConfigError(
+                f"no {self.options.mode} SAP exemplars for {', '.join(missing)}; supported: {', '.join(supported)} "
+                "(or set sap.zero_shot: true to use the zero-shot template)",
+                field="languages",
+            )
+        if missing:
+            from synth.lid import normalize_lang
+
+            for lang in missing:
+                normalize_lang(lang)
+
+    def schema(self) -> pa.Schema:
+        return self.SCHEMA
+
+    def read_records(self) -> Iterator[dict[str, Any]]:
+        spec = self.config.input
+        if spec.path and spec.path.endswith((".xml", ".xml.bz2")):
+            from synth.wikipedia import iter_passages
+
+            records = iter_passages(spec.path)
+        else:
+            records = read_records(spec, {"id": str, "text": str})
+        for record in records:
+            yield {
+                "source_id": str(record["id"]),
+                "title": str(record.get("title") or ""),
+                "text": record["text"],
+                "lang": str(record.get("lang") or "en"),
+            }
+
+    # -- step 1 ---------------------------------------------------------------------------------
+    def summary_prefix(self, passage_lang: str) -> str:
+        """The summary prefix: cross-lingual, the 5 English exemplars (one prefix for every passage);
+        monolingual, the 3 MIRACL exemplars of the passage's language (one prefix per language)."""
+        if self.options.mode == "monolingual":
+            examples = monolingual_exemplars()[passage_lang]
+        else:
+            examples = cross_lingual_exemplars()["de"]  # all XOR columns share the same passages and summaries
+        return self.summary_template.render_prefix(
+            {"passage": e.passage, "summary": e.summary} for e in examples
+        )
+
+    def summary_request(self, record: dict[str, Any]) -> Request:
+        request_id = f"{record['source_id']}/summary"
+        prompt = self.summary_prefix(record["lang"]) + self.summary_template.render_request(passage=record["text"])
+        return Request(id=request_id, prompt=prompt, sampling=self._sampling(request_id, self.options.summary_max_tokens))
+
+    # -- step 2 ---------------------------------------------------------------------------------
+    def query_prefix(self, lang: str) -> str:
+        """The few-shot prefix of one target language (shared by every passage of that language)."""
+        names = language_names()
+        template = self.query_template(lang)
+        examples = self._exemplars().get(lang, ())
+        return template.render_prefix(
+            ({"passage": e.passage, "summary": e.summary, "question": e.question} for e in examples),
+            language=names.get(lang, lang),
+        )
+
+    def query_request(self, record: dict[str, Any], summary: str, lang: str) -> Request:
+        request_id = f"{record['source_id']}/query/{lang}"
+        template = self.query_template(lang)
+        prompt = self.query_prefix(lang) + template.render_request(
+            passage=record["text"], summary=summary, language=language_names().get(lang, lang)
+        )
+        return Request(id=request_id, prompt=prompt, sampling=self._sampling(request_id, self.options.query_max_tokens))
+
+    def _sampling(self, request_id: str, max_tokens: int) -> Sampling:
+        s = self.config.sampling
+        return Sampling(
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=max_tokens,
+            repetition_penalty=s.repetition_penalty,
+            seed=request_seed(s.seed, request_id),
+            stop=("\n",),
+        )
+
+    def target_languages(self, record: dict[str, Any]) -> list[str]:
+        """Cross-lingual: every configured language; monolingual: the passage's own language, if configured."""
+        if self.options.mode == "monolingual":
+            return [record["lang"]] if record["lang"] in self.config.languages else []
+        return list(self.config.languages)
+
+    def process(self, records: list[dict[str, Any]], usage: Usage) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        ready = []
+        for record in records:
+            langs = self.target_languages(record)
+            if len(record["text"].split()) > MAX_PASSAGE_WORDS:
+                rows += [self._row(record, lang, "", "", "passage_too_long") for lang in langs]
+            elif langs:
+                ready.append((record, langs))
+
+        started = time.perf_counter()
+        summaries = self.engine.generate([self.summary_request(record) for record, _ in ready])
+        usage.add(summaries, "summary", time.perf_counter() - started)
+
+        query_jobs: list[tuple[dict[str, Any], str, str]] = []
+        for (record, langs), result in zip(ready, summaries):
+            summary = _first_line(result.text)
+            if not result.ok or not summary:
+                reason = "engine_error" if not result.ok else "summary_empty"
+                rows += [self._row(record, lang, summary, "", reason) for lang in langs]
+            else:
+                query_jobs += [(record, summary, lang) for lang in langs]
+        # Sorted by language so requests sharing a few-shot prefix are scheduled together.
+        query_jobs.sort(key=lambda job: job[2])
+        started = time.perf_counter()
+        queries = self.engine.generate([self.query_request(r, s, lang) for r, s, lang in query_jobs])
+        usage.add(queries, "query", time.perf_counter() - started)
+
+        parsed = [(job, self.parse_query(result, job[0])) for job, result in zip(query_jobs, queries)]
+        checked = [(job, query) for job, (query, reason) in parsed if reason is None]
+        verdicts = self.lid.check([q for _, q in checked], [job[2] for job, _ in checked])
+        verdict_of = {id(job): verdict for (job, _), verdict in zip(checked, verdicts)}
+        for job, (query, reason) in parsed:
+            record, summary, lang = job
+            verdict = verdict_of.get(id(job))
+            if verdict is not None and not verdict.keep:
+                reason = verdict.reason
+            rows.append(self._row(record, lang, summary, query, reason, verdict))
+        return rows
+
+    def parse_query(self, result: Result, record: dict[str, Any]) -> tuple[str, str | None]:
+        """The query text and its reject reason (``None`` when it passes the checks before LID)."""
+        if not result.ok:
+            return "", "engine_error"
+        query = _first_line(result.text)
+        if not query:
+            return query, "empty"
+        if len(query.split()) > self.options.max_query_words or (
+            result.finish_reason == "length" and "\n" not in result.text
+        ):
+            return query, "too_long"
+        if _normalize(query) and _normalize(query) in _normalize(record["text"]) and len(query) > 20:
+            return query, "copy"
+        exemplar_questions = {_normalize(e.question) for examples in self._exemplars().values() for e in examples}
+        if _normalize(query) in exemplar_questions:
+            return query, "exemplar_copy"
+        return query, None
+
+    def _row(self, record: dict[str, Any], lang: str, summary: str, query: str, reason: str | None, verdict=None) -> dict[str, Any]:
+        return {
+            "id": stable_id(record["source_id"], self.name, lang, self.options.mode),
+            "source_id": record["source_id"],
+            "passage_id": record["source_id"],
+            "title": record["title"],
+            "passage": record["text"],
+            "passage_lang": record["lang"],
+            "lang": lang,
+            "mode": self.options.mode,
+            "summary": summary,
+            "query": query,
+            "reject_reason": reason,
+            "lid_lang": verdict.lang if verdict else None,
+            "lid_score": verdict.score if verdict else None,
+            "lid_agree": verdict.agree if verdict else None,
+        }
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0].strip() if text else ""
+
+
+def _normalize(text: str) -> str:
+    return " ".join(text.lower().split())
