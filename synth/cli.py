@@ -172,6 +172,20 @@ def lid(
         print(json.dumps({"lang": lang, "score": round(score, 4), "agree": agree}, ensure_ascii=False))
 
 
+@app.command()
+@_guard
+def report(out: Path = typer.Argument(..., help="An output directory written by synth run/demo.")) -> None:
+    """Write OUT/report/index.html with plots: rows per language, reject reasons, LID scores, lengths, throughput.
+
+    Example: synth report out/demo
+    """
+    from synth.report import write_report
+
+    if not (out / "manifest.json").exists():
+        raise SynthError("no manifest.json: not a polysynth output directory", file=str(out))
+    print(write_report(out))
+
+
 @model_app.command("prepare")
 @_guard
 def model_prepare() -> None:

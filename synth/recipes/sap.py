@@ -77,7 +77,8 @@ def cross_lingual_exemplars() -> dict[str, tuple[Exemplar, ...]]:
                 code = codes.get(_column_language(column))
                 if code is None:
                     raise ConfigError(f"exemplar column {column!r} has no ISO code in languages.yaml", file=str(path))
-                if cell.strip() and all(e.question != cell.strip() for e in by_lang.get(code, [])):
+                # Empty and placeholder ("-") cells mean the exemplar has no question in that language.
+                if any(ch.isalpha() for ch in cell) and all(e.question != cell.strip() for e in by_lang.get(code, [])):
                     by_lang.setdefault(code, []).append(Exemplar(row[0].strip(), row[1].strip(), cell.strip()))
     return {code: tuple(examples) for code, examples in by_lang.items()}
 
