@@ -39,6 +39,17 @@ LOCK_FILE = ".lock"
 REJECTED = "_rejected"
 TEMP_PREFIX = ".tmp-"
 SHARD_NAME = re.compile(r"^train-(\d{5})-of-(\d{5})\.parquet$")
+# mkstemp creates 0600 files; published files get the usual permissions of the user's umask.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
+
+def _temp_file(directory: Path, suffix: str = "") -> Path:
+    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=directory)
+    os.close(fd)
+    os.chmod(name, FILE_MODE)
+    return Path(name)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -61,9 +72,9 @@ def _raise_output_error(exc: OSError, path: Path) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file, fsync and rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+    tmp = _temp_file(path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -86,13 +97,12 @@ def sha256_file(path: Path) -> str:
 def write_parquet_atomic(path: Path, table: pa.Table) -> dict[str, Any]:
     """Write one Parquet file atomically; returns its manifest entry (path relative to nothing, rows, sha256)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".parquet", dir=path.parent)
-    os.close(fd)
+    tmp = _temp_file(path.parent, ".parquet")
     try:
         pq.write_table(table, tmp, compression="zstd")
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        entry = {"rows": table.num_rows, "bytes": os.path.getsize(tmp), "sha256": sha256_file(Path(tmp))}
+        entry = {"rows": table.num_rows, "bytes": os.path.getsize(tmp), "sha256": sha256_file(tmp)}
         os.replace(tmp, path)
         _fsync_dir(path.parent)
         return entry
@@ -275,9 +285,7 @@ class _RollingWriter:
 
     def _roll(self, schema: pa.Schema) -> None:
         self._close_current()
-        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".parquet", dir=self.target)
-        os.close(fd)
-        self.path = Path(name)
+        self.path = _temp_file(self.target, ".parquet")
         self.writer = pq.ParquetWriter(self.path, schema, compression="zstd")
         self.rows = self.bytes = 0
 
