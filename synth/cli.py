@@ -186,6 +186,42 @@ def report(out: Path = typer.Argument(..., help="An output directory written by 
     print(write_report(out))
 
 
+@lexicon_app.command("build")
+@_guard
+def lexicon_build(
+    dump: Path = typer.Argument(..., help="Wikidata JSON dump (latest-all.json.gz or .bz2), streamed."),
+    out: Path = typer.Option(..., "--out", "-o", help="Lexicon Parquet to write."),
+    languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Keep labels of these ISO codes only."),
+    redirects: Optional[Path] = typer.Option(None, help="enwiki pages-articles XML dump or TSV of title→target."),
+    skip_bad_lines: bool = typer.Option(False, help="Skip (and count) dump lines that are not JSON."),
+) -> None:
+    """Build an entity lexicon from a Wikidata JSON dump, streaming; rerun the same command to resume.
+
+    Example: synth lexicon build latest-all.json.bz2 --out lexicon.parquet --languages de,hi,sw
+    """
+    from synth.lexicon import build_from_wikidata_dump
+
+    codes = set(_split_languages(languages)) if languages else None
+    stats = build_from_wikidata_dump(dump, out, codes, redirects, skip_bad_lines=skip_bad_lines)
+    print(json.dumps(stats))
+
+
+@lexicon_app.command("cldr")
+@_guard
+def lexicon_cldr(
+    out: Path = typer.Option(..., "--out", "-o", help="Lexicon Parquet to write."),
+    languages: Optional[str] = typer.Option(None, "--languages", "-l", help="ISO codes; default: the shipped set."),
+) -> None:
+    """Build the offline CLDR lexicon (countries, languages, currencies, cities) through babel.
+
+    Example: synth lexicon cldr --out my-lexicon.parquet --languages de,fr,hi
+    """
+    from synth.lexicon import build_cldr_lexicon
+
+    stats = build_cldr_lexicon(out, _split_languages(languages)) if languages else build_cldr_lexicon(out)
+    print(json.dumps(stats))
+
+
 @model_app.command("prepare")
 @_guard
 def model_prepare() -> None:
