@@ -186,6 +186,41 @@ def report(out: Path = typer.Argument(..., help="An output directory written by 
     print(write_report(out))
 
 
+@app.command("push")
+@_guard
+def push_command(
+    out: Path = typer.Argument(..., help="Output directory to publish (the one holding manifest.json)."),
+    repo_id: str = typer.Option(..., "--repo-id", help="Target dataset repo, ORG/NAME; created if missing."),
+    private: bool = typer.Option(False, "--private", help="Create the repo private (an existing repo keeps its visibility)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch to push to (created from main if missing)."),
+    create_pr: bool = typer.Option(False, "--create-pr", help="Open a pull request instead of committing to the branch."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, write the card to OUT/.push/README.md; no network."),
+    include_rejected: bool = typer.Option(False, "--include-rejected", help="Also publish the <recipe>-rejected configs."),
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Publish finished recipes even if another is not."),
+) -> None:
+    """Publish an output directory to the Hugging Face Hub as a dataset repo.
+
+    Uploads the shards, a dataset card for the pushed configs and the provenance manifest; a rerun sends only
+    what changed and resumes an interrupted push. Authenticates with HF_TOKEN or `hf auth login` (a --dry-run
+    needs neither).
+
+    Example: synth push out/demo --repo-id my-org/polysynth-demo --private
+    """
+    from synth.hub import push
+
+    result = push(
+        out,
+        repo_id,
+        private=private,
+        revision=revision,
+        create_pr=create_pr,
+        dry_run=dry_run,
+        include_rejected=include_rejected,
+        allow_incomplete=allow_incomplete,
+    )
+    print(result.describe(files=dry_run))
+
+
 @lexicon_app.command("build")
 @_guard
 def lexicon_build(
