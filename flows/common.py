@@ -6,6 +6,7 @@ The manifest, not Prefect's cache, decides what is done, so a rerun of a finishe
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import httpx
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 
 from synth.config import RunConfigBase
 from synth.errors import EngineError
@@ -71,10 +73,14 @@ def run_recipe_flow(config: RunConfigBase, out: str | None = None) -> dict[str, 
                 run.record(runner_task(config, out_dir, batch))
                 update_progress_artifact(progress, 100.0 * done / max(len(pending), 1))
         else:
-            futures = [runner_task.submit(config, out_dir, batch) for batch in pending]
-            for done, future in enumerate(futures, start=1):
-                run.record(future.result())
-                update_progress_artifact(progress, 100.0 * done / max(len(futures), 1))
+            with _configured_task_runner(config) as task_runner:
+                futures = [
+                    task_runner.submit(runner_task, {"config": config, "out": out_dir, "batch": batch})
+                    for batch in pending
+                ]
+                for done, future in enumerate(futures, start=1):
+                    run.record(future.result())
+                    update_progress_artifact(progress, 100.0 * done / max(len(futures), 1))
         summary = finalize_shards(run)
     create_markdown_artifact(
         key=f"{config.recipe}-run-summary",
@@ -83,6 +89,17 @@ def run_recipe_flow(config: RunConfigBase, out: str | None = None) -> dict[str, 
     )
     logger.info("%s: kept %s, rejected %s", config.recipe, summary.kept, summary.rejected)
     return summary.as_dict()
+
+
+def _configured_task_runner(config: RunConfigBase) -> AbstractContextManager[Any]:
+    """The flow's task runner if it is the kind the config asks for, else a new one of that kind.
+
+    Deployments and `prefect serve` load the flow from its entrypoint, without the task runner that
+    run_flow applies with with_options: the batches would silently run on the default thread pool.
+    """
+    active = FlowRunContext.get().task_runner
+    wanted = task_runner_for(config)
+    return nullcontext(active) if type(active) is type(wanted) else wanted
 
 
 def task_runner_for(config: RunConfigBase):

@@ -107,9 +107,43 @@ def run(
     if out is not None:
         overrides["output.dir"] = str(out.resolve())
     run_config = load_config(config, recipe=recipe, overrides=overrides)
+    _preflight(run_config, config)
     from flows.runner import run_flow
 
+    _quiet_user_error_tracebacks()
     print_summary(run_flow(run_config))
+
+
+def _preflight(run_config: Any, config_path: Path) -> None:
+    """Check config, output and input before Prefect starts, so that a bad run fails with one line.
+
+    A recipe's config errors name no file of their own: they are about the config file, so it is named.
+    """
+    from synth.errors import ConfigError
+    from synth.pipeline import RecipeRun
+
+    try:
+        RecipeRun(run_config).check()
+    except ConfigError as error:
+        if error.file is not None:
+            raise
+        raise ConfigError(error.message, file=str(config_path), row=error.row, field=error.field) from None
+
+
+class _DropUserErrorTracebacks:
+    """A logging filter: Prefect logs a failed flow's or task's exception with its traceback; a SynthError is
+    printed by the CLI as one line instead (Prefect's API log still records it)."""
+
+    def filter(self, record: Any) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], SynthError))
+
+
+def _quiet_user_error_tracebacks() -> None:
+    import logging
+
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _DropUserErrorTracebacks) for f in handler.filters):
+            handler.addFilter(_DropUserErrorTracebacks())
 
 
 @app.command()
@@ -285,6 +319,49 @@ def serve_model(
     argv = serve_model_command(model, host, port)
     console.print(" ".join(argv), highlight=False)
     os.execvp(argv[0], argv)
+
+
+@app.command()
+@_guard
+def deploy(
+    schedule: Optional[str] = typer.Option(
+        None, "--schedule", help='Cron schedule (UTC) for the recipe deployments, e.g. "0 3 * * *"; default: inactive.'
+    ),
+    pool: str = typer.Option("polysynth", "--pool", "-p", help="Work pool; created as a process pool if missing."),
+) -> None:
+    """Register the Prefect deployments of prefect.yaml (one per recipe, plus publishing) with the Prefect server.
+
+    Needs a running server (PREFECT_API_URL). Runs then execute on the pool's workers:
+    prefect worker start --pool polysynth
+
+    Example: synth deploy --schedule "0 3 * * *" --pool polysynth
+    """
+    from flows.deploy import deploy as deploy_flows
+    from synth.paths import PROJECT_ROOT
+
+    for name in deploy_flows(schedule, pool, PROJECT_ROOT):
+        print(name)
+    console.print(f"start a worker: prefect worker start --pool {pool}", highlight=False)
+
+
+@app.command()
+@_guard
+def serve(
+    recipe: Optional[list[str]] = typer.Option(
+        None, "--recipe", "-r", help="Recipe to serve (repeat the option for several); default: all three."
+    ),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help='Cron schedule (UTC), e.g. "0 3 * * *".'),
+) -> None:
+    """Serve the recipe flows from this process (one machine, no work pool), configs from data/configs/.
+
+    Each recipe becomes the deployment polysynth-<recipe>/serve; start a run with
+    `prefect deployment run polysynth-sap/serve` or let the schedule do it. Ctrl-C stops serving.
+
+    Example: synth serve --recipe sap --recipe entitycs --schedule "0 3 * * *"
+    """
+    from flows.deploy import serve as serve_flows
+
+    serve_flows(recipe or [], schedule)
 
 
 def main() -> None:

@@ -184,6 +184,8 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
         message = "unknown key"
     elif kind == "missing":
         message = "required key is missing"
+    elif kind == "value_error":
+        message = message.removeprefix("Value error, ")  # pydantic's prefix for our own validators' messages
     return field, message
 
 
@@ -247,7 +249,7 @@ def resolve_paths(config: RunConfigBase, *, base: Path, source: str) -> RunConfi
     input_ = config.input.model_copy(update={"path": absolute(config.input.path)})
     if input_.path is not None and not Path(input_.path).exists():
         raise ConfigError(f"input file not found: {input_.path}", file=source, field="input.path")
-    update: dict[str, Any] = {"input": input_}
+    update: dict[str, Any] = {"input": input_, "output": config.output.model_copy(update={"dir": absolute(config.output.dir)})}
     if isinstance(config, EntityCSConfig) and config.entitycs.lexicon:
         lexicon = absolute(config.entitycs.lexicon)
         if not Path(lexicon).exists():
