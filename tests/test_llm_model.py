@@ -15,6 +15,7 @@ from llm_fixtures import FakeOpenAIServer, fake_server  # noqa: F401
 from synth.config import EngineConfig
 from synth.llm import close_engines, get_engine
 from synth.llm.model import _cached_build, resolve_model, serve_model_command
+from synth.llm.vllm_engine import cuda_available
 
 
 def test_import_does_not_load_vllm() -> None:
@@ -47,7 +48,8 @@ def test_serve_model_command(tmp_path: Path) -> None:
     assert argv[argv.index("--port") + 1] == "8123" and argv[argv.index("--host") + 1] == "127.0.0.1"
     names = argv[argv.index("--served-model-name") + 1 : argv.index("--served-model-name") + 3]
     assert names == [tmp_path.name, str(tmp_path)]
-    assert "--enable-prefix-caching" in argv and "--enforce-eager" in argv  # the test machine has no CUDA
+    assert "--enable-prefix-caching" in argv and "--enable-prompt-tokens-details" in argv
+    assert ("--enforce-eager" in argv) == (not cuda_available())
     config = json.loads(argv[argv.index("--structured-outputs-config") + 1])
     assert config == {"backend": "xgrammar", "disable_any_whitespace": True}
 
