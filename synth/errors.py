@@ -7,7 +7,7 @@ class SynthError(Exception):
     """An error the user can act on; the CLI prints it as one line and exits non-zero."""
 
     def __init__(self, message: str, *, file: str | None = None, row: int | None = None, field: str | None = None):
-        self.file, self.row, self.field = file, row, field
+        self.message, self.file, self.row, self.field = message, file, row, field
         where = ", ".join(
             part
             for part in (

@@ -38,14 +38,19 @@ from synth.llm.base import Usage
 from synth.recipes import recipe_class
 from synth.recipes.base import Recipe
 from synth.shards import (
+    MANIFEST,
     REJECTED,
     Manifest,
     OutputLock,
     ShardSpec,
+    check_writable,
     discard_temp_files,
     finalize_group,
     write_batch_parts,
 )
+
+# The input field each recipe takes its source ids from (named in the duplicated-id error).
+ID_FIELDS = {"sap": "id", "entitycs": "sentence_id", "cod": "dialogue_id"}
 
 PROVENANCE_FIELDS = [
     pa.field("recipe", pa.string()),
@@ -210,23 +215,40 @@ class RecipeRun:
     def __exit__(self, *exc: object) -> None:
         self.lock.release()
 
+    def check(self) -> None:
+        """Everything a run checks before it generates, without writing or locking anything: the config against
+        the recipe, no other live run in ``out``, ``out`` writable and not holding this recipe under another
+        config, and every input record (read as the run will read it; nothing is kept).
+
+        ``synth run`` calls it before starting Prefect, so these errors are one line on stderr.
+        """
+        recipe_class(self.recipe)(self.config, None, None).validate()
+        self.lock.check()
+        check_writable(self.out)
+        if (self.out / MANIFEST).exists():
+            Manifest(self.out).check(self.recipe, self.config.content_hash())
+        if sum(1 for _ in self.all_batches()) == 0:  # reads every record: bad rows fail here
+            source = self.config.input.path or f"hf:{self.config.input.hf.name}"
+            raise InputError("no input records (the input is empty)", file=source)
+
     def all_batches(self) -> Iterator[Batch]:
         """The input, cut into batches of ``runner.batch_size`` records (``input.limit`` applied)."""
         recipe = recipe_class(self.recipe)(self.config, None, None)
         limit = self.config.input.limit
         size = self.config.runner.batch_size
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         records: list[dict[str, Any]] = []
         index = count = 0
         for record in recipe.read_records():
             source_id = str(record["source_id"])
             if source_id in seen:
                 raise InputError(
-                    f"duplicated id {source_id!r} (record {count + 1})",
+                    f"duplicated id {source_id!r} (first at record {seen[source_id]})",
                     file=self.config.input.path or str(self.config.input.hf),
-                    field="id",
+                    row=count + 1,
+                    field=ID_FIELDS.get(self.recipe, "id"),
                 )
-            seen.add(source_id)
+            seen[source_id] = count + 1
             records.append(record)
             count += 1
             if len(records) == size:

@@ -69,6 +69,25 @@ def _raise_output_error(exc: OSError, path: Path) -> None:
     raise OutputError(f"cannot write: {exc.strerror}", file=str(path)) from None
 
 
+def check_writable(out: Path) -> None:
+    """Raise OutputError unless ``out`` is (or can be made) a writable directory; leaves nothing behind.
+
+    Probes with a temp file in ``out`` or its nearest existing ancestor: permission bits do not stop root,
+    but a read-only mount or an immutable directory does, and a regular file in the path stops everyone.
+    """
+    probe_dir = out
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    try:
+        if not probe_dir.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{probe_dir} is a file, not a directory")
+        _temp_file(probe_dir).unlink()
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:
+            raise OutputError(f"cannot create the output directory: {exc.strerror}", file=str(out)) from None
+        _raise_output_error(exc, out)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file, fsync and rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,17 +143,15 @@ class OutputLock:
         self._held = False
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a regular file in the way (ENOTDIR/EEXIST), read-only, ...
+            _raise_output_error(exc, self.path.parent)
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                holder = self._holder()
-                if holder is not None and _pid_alive(holder):
-                    raise OutputError(
-                        f"another run (pid {holder}) is writing this output directory; wait for it or use another --out",
-                        file=str(self.path.parent),
-                    ) from None
+                self.check()
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()  # stale lock of a crashed run
                 continue
@@ -145,6 +162,15 @@ class OutputLock:
             self._held = True
             return
         raise OutputError("could not take the output lock", file=str(self.path))
+
+    def check(self) -> None:
+        """Raise the error a second run gets while a live process holds the lock (takes nothing)."""
+        holder = self._holder() if not self._held else None
+        if holder is not None and _pid_alive(holder):
+            raise OutputError(
+                f"another run (pid {holder}) is writing this output directory; wait for it or use another --out",
+                file=str(self.path.parent),
+            )
 
     def _holder(self) -> int | None:
         try:
@@ -205,8 +231,8 @@ class Manifest:
     def recipes(self) -> dict[str, Any]:
         return self.data["recipes"]
 
-    def begin(self, recipe: str, config_hash: str, config: dict[str, Any]) -> None:
-        """Start or resume ``recipe``; refuse when the directory holds the same recipe under another config."""
+    def check(self, recipe: str, config_hash: str) -> None:
+        """Refuse when the directory holds ``recipe`` under another config (writes nothing)."""
         state = self.recipes.get(recipe)
         if state is not None and state["config_hash"] != config_hash:
             raise OutputError(
@@ -214,6 +240,11 @@ class Manifest:
                 "use another --out, or delete the directory to start over",
                 file=str(self.out),
             )
+
+    def begin(self, recipe: str, config_hash: str, config: dict[str, Any]) -> None:
+        """Start or resume ``recipe``; refuse when the directory holds the same recipe under another config."""
+        self.check(recipe, config_hash)
+        state = self.recipes.get(recipe)
         if state is None:
             self.recipes[recipe] = {
                 "config_hash": config_hash,
