@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -165,7 +166,12 @@ class OutputLock:
 
     def check(self) -> None:
         """Raise the error a second run gets while a live process holds the lock (takes nothing)."""
-        holder = self._holder() if not self._held else None
+        if self._held:
+            return
+        holder = self._holder()
+        if holder is None and self.path.exists():
+            time.sleep(0.2)  # created (O_EXCL) but its pid not written yet: give the holder a moment
+            holder = self._holder()
         if holder is not None and _pid_alive(holder):
             raise OutputError(
                 f"another run (pid {holder}) is writing this output directory; wait for it or use another --out",

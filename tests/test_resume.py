@@ -33,3 +33,52 @@ def test_rerun_of_finished_run_generates_nothing(tmp_path):
     # a larger limit extends the run: only the new batches are generated
     third = finish(ENTITYCS, {**overrides, "input.limit": 60})
     assert third == {"generated": 2, "total": 6}
+
+
+# --- SAP and COD: the same check with the LLM in the loop ------------------------------------------------------------
+# The tiny random Llama keeps each subprocess fast (its output is noise, which is all these tests need: stable
+# row ids, each batch done exactly once). Every subprocess still pays vLLM's start (~20 s on 2 cores), so a
+# handful of one-record batches keeps each test at a few minutes: kill points land while vLLM generates, while
+# parts are written and while the manifest is updated.
+
+SAP = DATA_DIR / "configs" / "sap.yaml"
+COD = DATA_DIR / "configs" / "cod.yaml"
+
+
+def _tiny_engine() -> dict:
+    from synth.llm.model import tiny_test_model_path
+
+    return {"engine.model": str(tiny_test_model_path()), "engine.dtype": "float32", "engine.max_model_len": 2048}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sap_kill_resume_exactly_once(tmp_path):
+    overrides = {
+        **_tiny_engine(),
+        "input.limit": 6,
+        "runner.batch_size": 1,
+        "languages": ["de", "zh"],
+        "sap.summary_max_tokens": 8,
+        "sap.query_max_tokens": 4,
+    }
+    result = crash_resume_check(SAP, overrides, tmp_path, "sap", seed=2, points=5)  # kills after 0, 1, 4, 5, 6 batches
+    _assert_exactly_once(result)
+    assert len(result["expected"]) == 6 * 2  # a row per passage and language, kept or rejected
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_cod_kill_resume_exactly_once(tmp_path):
+    overrides = {
+        **_tiny_engine(),
+        "input.limit": 6,
+        "runner.batch_size": 1,
+        "languages": ["id"],
+        "cod.max_turns": 2,
+        "cod.turn_max_tokens": 8,
+        "cod.max_attempts": 1,
+    }
+    result = crash_resume_check(COD, overrides, tmp_path, "cod", seed=9, points=5)  # kills after 0, 2, 3, 4, 5 batches
+    _assert_exactly_once(result)
+    assert len(result["expected"]) == 6  # a row per dialogue
