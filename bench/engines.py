@@ -148,7 +148,11 @@ def run(ctx: Context) -> Result:
 
     best = max(v["tps"] for v in sweep.values())
     saturating = min(c for c, v in sweep.items() if v["tps"] >= SATURATION * best)
-    result.goal("server best tokens/s / in-process tokens/s", best / local_tps, 1.0)
+    result.headline.append(f"vllm serve + OpenAIEngine, best of the sweep / in-process VLLMEngine tokens/s: {best / local_tps:.2f} "
+                           f"(saturates at max_concurrency={saturating}; no goal set)")
+    if mp.get("ok"):
+        result.headline.append(f"VLLMEngine with VLLM_ENABLE_V1_MULTIPROCESSING=1 / polysynth's default (0) tokens/s: "
+                               f"{mp['tokens'] / mp['wall_s'] / local_tps:.2f}")
     result.add("prompts (SAP summary requests), max_tokens", f"{n}, {requests[0].sampling.max_tokens}")
     result.add("in-process VLLMEngine (before and after the server): wall s / output tokens / tokens/s",
                f"{wall_a:.2f} + {wall_b:.2f} / {local_tokens} + {local_tokens_b} / {local_tps:.2f}")

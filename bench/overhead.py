@@ -202,7 +202,8 @@ def profile_pipeline(ctx: Context, config, out: Path) -> dict[str, Any]:
     PROFILES.mkdir(parents=True, exist_ok=True)
     text_path = PROFILES / "overhead-sap-flow.txt"
     text_path.write_text(profiler.output_text(unicode=True, color=False, show_all=False), encoding="utf-8")
-    profiler.last_session.save(str(PROFILES / "overhead-sap-flow.pyisession"))  # reload: pyinstrument --load
+    WORK.mkdir(parents=True, exist_ok=True)  # the full session is ~80 MB: kept out of git, reload with pyinstrument --load
+    profiler.last_session.save(str(WORK / "overhead-sap-flow.pyisession"))
     breakdown = profile_breakdown(profiler)
     lines = [f"pyinstrument, SAP flow: total {breakdown['total_s']:.2f} s, in VLLMEngine.generate "
              f"{breakdown['generate_s']:.2f} s, rest {breakdown['rest_s']:.2f} s", "", "rest by package (self time):"]
