@@ -1,7 +1,8 @@
-"""The flow body every recipe shares: plan batches, run one task per batch, finalise, report.
+"""The flow body every recipe shares: the library's driver loop (``synth.pipeline.drive``) with one Prefect task
+per batch, at most a few batches in flight, a progress artifact, and a run-summary artifact.
 
 A task is a batch (hundreds of rows), never a row: Prefect's per-task overhead (~20 ms) would dominate.
-The manifest, not Prefect's cache, decides what is done, so a rerun of a finished run generates nothing.
+The store's ledger, not Prefect's cache, decides what is done, so a rerun of a finished run generates nothing.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from prefect.context import FlowRunContext
 
 from synth.config import RunConfigBase
 from synth.errors import EngineError
-from synth.pipeline import Batch, BatchReport, RecipeRun, RunSummary, process_batch
+from synth.pipeline import Batch, BatchReport, IncompleteRunError, RecipeRun, _Done, drive, process_batch
 from synth.report import summary_markdown
 
 RETRYABLE = (EngineError, httpx.TransportError, ConnectionError, TimeoutError)
+# Batches submitted ahead of the one being recorded, per worker: enough to keep workers busy, few enough
+# that the driver's memory does not grow with the input.
+IN_FLIGHT_PER_WORKER = 2
 
 
 def _retry_on_engine_errors(task: Any, task_run: Any, state: Any) -> bool:
@@ -45,50 +49,56 @@ def _retry_on_engine_errors(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_retry_on_engine_errors,
 )
 def generate_batch(config: RunConfigBase, out: str, batch: Batch) -> BatchReport:
-    """Run the recipe on one batch and write its Parquet parts (the manifest is updated by the flow)."""
+    """Run the recipe on one batch and commit its finished units to the store's ledger."""
     return process_batch(config, out, batch)
-
-
-@task(name="finalize-shards", cache_policy=NO_CACHE)
-def finalize_shards(run: RecipeRun) -> RunSummary:
-    """Build the HF-layout shards and the dataset card from every recorded batch."""
-    return run.finalize()
 
 
 def run_recipe_flow(config: RunConfigBase, out: str | None = None) -> dict[str, Any]:
     """The body of every recipe flow; returns the run summary as a dict."""
     logger = get_run_logger()
     out_dir = str(Path(out or config.output.dir).resolve())
+    runner_task = generate_batch.with_options(retries=config.runner.retries)
     with RecipeRun(config, out_dir) as run:
-        pending = list(run.pending_batches())
         logger.info(
-            "%s: %d batches, %d to generate, output %s", config.recipe, run.batches_total, len(pending), out_dir
+            "%s: %d units, %d to generate, output %s", config.recipe, run.units_total, run.units_pending, out_dir
         )
-        progress = create_progress_artifact(progress=0.0, description=f"{config.recipe}: batches generated")
-        retries = config.runner.retries
-        runner_task = generate_batch.with_options(retries=retries)
-        if config.runner.task_runner == "thread":
-            # One engine per process and batches are already large: run them one after another.
-            for done, batch in enumerate(pending, start=1):
-                run.record(runner_task(config, out_dir, batch))
-                update_progress_artifact(progress, 100.0 * done / max(len(pending), 1))
-        else:
-            with _configured_task_runner(config) as task_runner:
-                futures = [
-                    task_runner.submit(runner_task, {"config": config, "out": out_dir, "batch": batch})
-                    for batch in pending
-                ]
-                for done, future in enumerate(futures, start=1):
-                    run.record(future.result())
-                    update_progress_artifact(progress, 100.0 * done / max(len(futures), 1))
-        summary = finalize_shards(run)
+        progress = create_progress_artifact(progress=0.0, description=f"{config.recipe}: units generated")
+        run.on_progress = lambda done, total: update_progress_artifact(progress, 100.0 * done / max(total, 1))
+        try:
+            if config.runner.task_runner == "thread":
+                # One engine per process and batches are already large: run them one after another.
+                summary = drive(run, lambda batch: _Done(runner_task(config, out_dir, batch)))
+            else:
+                with _configured_task_runner(config) as task_runner:
+                    workers = _worker_count(task_runner)
+                    summary = drive(
+                        run,
+                        lambda batch: task_runner.submit(runner_task, {"config": config, "out": out_dir, "batch": batch}),
+                        max_in_flight=IN_FLIGHT_PER_WORKER * workers,
+                    )
+        except IncompleteRunError as error:
+            _summary_artifact(config, error.summary)
+            raise
+    _summary_artifact(config, summary)
+    logger.info("%s: kept %s, rejected %s", config.recipe, summary.kept, summary.rejected)
+    return summary.as_dict()
+
+
+def _summary_artifact(config: RunConfigBase, summary: Any) -> None:
     create_markdown_artifact(
         key=f"{config.recipe}-run-summary",
         markdown=summary_markdown(summary),
         description=f"polysynth {config.recipe} run summary",
     )
-    logger.info("%s: kept %s, rejected %s", config.recipe, summary.kept, summary.rejected)
-    return summary.as_dict()
+
+
+def _worker_count(task_runner: Any) -> int:
+    """Workers of a Dask or Ray task runner (2 when it cannot tell: a cluster that is still starting)."""
+    client = getattr(task_runner, "_client", None)
+    try:
+        return max(1, len(client.scheduler_info()["workers"]))
+    except Exception:
+        return 2
 
 
 def _configured_task_runner(config: RunConfigBase) -> AbstractContextManager[Any]:

@@ -11,7 +11,7 @@ same output twice produces the same bytes and a second push has nothing to commi
 Usage::
 
     from synth.card import build_card, validate_card, write_output_readme
-    from synth.shards import Manifest
+    from synth.store.manifest import Manifest
 
     manifest = Manifest(out)
     write_output_readme(out, manifest)            # OUT/README.md, rejected configs included (the pipeline calls this)
@@ -33,7 +33,9 @@ import pyarrow.parquet as pq
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from synth.shards import REJECTED, Manifest, atomic_write_bytes
+from synth.store.files import atomic_write_bytes
+from synth.store.manifest import Manifest
+from synth.store.shards import REJECTED
 
 LICENSE = "cc-by-sa-4.0"
 PROVENANCE_COLUMNS = ("model", "prompt_version", "sampling", "seed")
@@ -206,10 +208,11 @@ def dataset_configs(manifest: Manifest, *, include_rejected: bool = True) -> lis
     return [
         {
             "config_name": config_name(recipe, group),
-            "data_files": [{"split": "train", "path": f"{recipe}/{group}/train-*.parquet"}],
+            # The exact files of the committed shard generation: a reader never sees a finalize half-done.
+            "data_files": [{"split": "train", "path": [shard["path"] for shard in shards]}],
         }
         for recipe, by_group in published_groups(manifest, include_rejected=include_rejected).items()
-        for group in by_group
+        for group, shards in by_group.items()
     ]
 
 

@@ -78,8 +78,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     out.print(table)
     usage = summary["usage"]
     out.print(
-        f"batches generated {summary['batches_generated']}/{summary['batches_total']} · LLM calls {usage.get('calls', 0)} "
-        f"{usage.get('per_step', {})} · wall {summary['wall_s']:.1f} s",
+        f"units generated {summary['units_generated']}/{summary['units_total']} · LLM calls {usage.get('calls', 0)} "
+        f"{usage.get('per_step', {})} · reused {usage.get('reused', 0)} · wall {summary['wall_s']:.1f} s",
         highlight=False,
     )
     if summary["reject_reasons"]:
@@ -91,7 +91,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 def run(
     recipe: str = typer.Argument(..., help="sap, entitycs or cod."),
     config: Path = typer.Option(..., "--config", "-c", help="Run config YAML (see data/configs/)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (overrides output.dir)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output directory (overrides output.dir)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Process at most N input records."),
     languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Comma-separated ISO codes, e.g. de,hi,sw."),
 ) -> None:
@@ -105,7 +105,7 @@ def run(
         raise SynthError(f"unknown recipe {recipe!r}; expected one of {', '.join(RECIPE_NAMES)}")
     overrides = {"input.limit": limit, "languages": _split_languages(languages)}
     if out is not None:
-        overrides["output.dir"] = str(out.resolve())
+        overrides["output.dir"] = out if "://" in out else str(Path(out).resolve())
     run_config = load_config(config, recipe=recipe, overrides=overrides)
     _preflight(run_config, config)
     from flows.runner import run_flow

@@ -242,8 +242,8 @@ def resolve_paths(config: RunConfigBase, *, base: Path, source: str) -> RunConfi
     """Make relative file paths absolute against ``base`` and check that inputs exist."""
 
     def absolute(value: str | None) -> str | None:
-        if value is None or Path(value).is_absolute():
-            return value
+        if value is None or "://" in value or Path(value).is_absolute():
+            return value  # a URL is the store's to accept or refuse, never a folder named "s3:"
         return str((base / value).resolve())
 
     input_ = config.input.model_copy(update={"path": absolute(config.input.path)})

@@ -43,7 +43,9 @@ from typing import Any, Iterator
 
 from synth.card import build_card, config_name, public_config, published_groups, validate_card
 from synth.errors import SynthError
-from synth.shards import MANIFEST, Manifest, OutputLock, atomic_write_bytes, sha256_file
+from synth.store.files import atomic_write_bytes, sha256_file
+from synth.store.lock import OutputLock
+from synth.store.manifest import MANIFEST, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +241,7 @@ def published_manifest(manifest: Manifest, groups: dict[str, dict[str, list[dict
             "status": state.get("status"),
             "started_at": state.get("started_at"),
             "finished_at": state.get("finished_at"),
-            "batches_total": state.get("batches_total"),
+            "units_total": state.get("units_total"),
             "totals": state.get("totals", {}),
             "shards": [shard for shards in by_group.values() for shard in shards],
         }

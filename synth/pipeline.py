@@ -1,53 +1,53 @@
-"""Runs a recipe in batches through the shard store: the library half of every flow.
+"""Runs a recipe through the store: the library half of every flow.
 
-Two roles, so that batches can run anywhere (threads, Dask or Ray workers) while only one process
-owns the manifest:
+Two roles, so that batches can run anywhere (threads, Dask or Ray workers) while one process drives:
 
-* :class:`RecipeRun` — the driver: takes the output lock, reads the manifest, plans batches (skipping the ones
-  done), records finished batches, and finalises shards and the dataset card.
-* :func:`process_batch` — the worker: runs the recipe on one batch with a per-process engine and LID model,
-  adds provenance columns and writes the batch's Parquet parts. It never touches the manifest.
+* :class:`RecipeRun` — the driver: takes the output lock, resolves the model and the row fingerprint
+  (``synth.store.units``), streams the input once to learn which units are wanted, streams it again to batch
+  the ones the ledger does not hold, and finally publishes the chosen rows as one shard generation.
+  Its memory is 8 bytes per input record (the wanted keys) plus the batches in flight.
+* :func:`process_batch` — the worker: runs the recipe on one batch with a per-process engine (behind the
+  stored-generations cache) and LID model, adds provenance, and commits the batch's finished units to the
+  ledger. A unit whose request failed is not committed: a rerun generates it.
+
+:func:`drive` is the one loop every caller uses (``run_recipe`` here, the Prefect flow in ``flows/``).
 
 Example (no Prefect)::
 
     from synth.config import load_config
-    from synth.pipeline import RecipeRun, process_batch
+    from synth.pipeline import run_recipe
 
-    config = load_config("data/configs/sap.yaml")
-    with RecipeRun(config) as run:
-        for batch in run.pending_batches():
-            run.record(process_batch(config, run.out, batch))
-        summary = run.finalize()
+    summary = run_recipe(load_config("data/configs/sap.yaml"))
+    print(summary.units_generated, summary.units_total, summary.usage["calls"])
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from synth.config import RunConfigBase
-from synth.errors import InputError
+from synth.errors import InputError, SynthError
 from synth.llm.base import Usage
 from synth.recipes import recipe_class
-from synth.recipes.base import Recipe
-from synth.shards import (
-    MANIFEST,
-    REJECTED,
-    Manifest,
-    OutputLock,
-    ShardSpec,
-    check_writable,
-    discard_temp_files,
-    finalize_group,
-    write_batch_parts,
-)
+from synth.recipes.base import Recipe, stable_id
+from synth.store.files import check_local, check_writable, discard_temp_files
+from synth.store.generations import CachingEngine
+from synth.store.lock import OutputLock
+from synth.store.manifest import Manifest, now_iso
+from synth.store.segments import UNIT_COLUMN, SegmentStore, new_segment_id
+from synth.store.shards import REJECTED, ShardSpec, delete_other_generations, generation_id, write_generation
+from synth.store.units import KeyBuffer, KeySet, key_hex, row_fingerprint, source_key, unit_key
 
 # The input field each recipe takes its source ids from (named in the duplicated-id error).
 ID_FIELDS = {"sap": "id", "entitycs": "sentence_id", "cod": "dialogue_id"}
@@ -63,31 +63,35 @@ PROVENANCE_FIELDS = [
 ]
 
 
+def is_engine_failure(reason: str | None) -> bool:
+    """A reject reason that says the model was not reached (after retries), not that its answer was bad."""
+    return bool(reason) and reason.endswith("engine_error")
+
+
 @dataclass
 class Batch:
-    """A slice of the input: ``index`` is its position in the input stream, stable across reruns."""
+    """Records to generate, with their unit keys, and what every worker must agree on for this run."""
 
     index: int
+    run_id: str
+    model: str
+    fingerprint: str
     records: list[dict[str, Any]]
-
-    @property
-    def source_ids(self) -> list[str]:
-        return [str(r["source_id"]) for r in self.records]
+    keys: list[int]
 
 
 @dataclass
 class BatchReport:
-    """What a worker did with one batch; the driver records it in the manifest."""
+    """What a worker did with one batch; the driver adds it to the run's totals."""
 
     index: int
-    first_source_id: str
-    last_source_id: str
-    records: int
-    parts: list[dict[str, Any]]
+    units: int
+    units_failed: int
     kept: dict[str, int]
     rejected: dict[str, int]
     usage: dict[str, Any]
     wall_s: float
+    failure: str | None = None  # an example engine error of a failed unit
 
 
 @dataclass
@@ -97,17 +101,33 @@ class RunSummary:
     recipe: str
     out: str
     config_hash: str
-    batches_total: int
-    batches_generated: int
+    model: str
+    units_total: int
+    units_generated: int
+    units_failed: int = 0
     kept: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     reject_reasons: dict[str, int] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
+    generation: str = ""
     shards: list[dict[str, Any]] = field(default_factory=list)
+    failure: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class IncompleteRunError(SynthError):
+    """Some units failed (engine errors after retries); everything else is published and kept."""
+
+    def __init__(self, summary: RunSummary):
+        self.summary = summary
+        super().__init__(
+            f"{summary.units_failed} of {summary.units_total} units failed ({summary.failure}); "
+            "their rows are not written and a rerun generates only them; finished work is kept",
+            file=summary.out,
+        )
 
 
 class _Worker:
@@ -118,15 +138,14 @@ class _Worker:
 
         self.config = config
         recipe_cls = recipe_class(config.recipe)
-        probe = recipe_cls(config, None, None)
-        engine = None
-        if probe.needs_engine:
+        self.cache: CachingEngine | None = None
+        if recipe_cls(config, None, None).needs_engine:
             from synth.llm import get_engine
 
-            engine = get_engine(config.engine)
-        self.recipe: Recipe = recipe_cls(config, engine, LanguageIdentifier(config.lid))
-        self.model = engine.model_name if engine is not None else "none"
+            self.cache = CachingEngine(get_engine(config.engine))
+        self.recipe: Recipe = recipe_cls(config, self.cache, LanguageIdentifier(config.lid))
         self.schema = pa.schema(list(self.recipe.schema()) + PROVENANCE_FIELDS)
+        self.store_schema = self.schema.append(pa.field(UNIT_COLUMN, pa.uint64()))
         self.sampling_json = json.dumps(config.sampling.model_dump(mode="json"), sort_keys=True)
 
 
@@ -138,52 +157,79 @@ def _worker(config_json: str, recipe: str) -> _Worker:
 
 
 def process_batch(config: RunConfigBase, out: Path | str, batch: Batch) -> BatchReport:
-    """Generate one batch and write its parts under ``OUT/.work``. Safe to redo: parts are overwritten."""
+    """Generate one batch and commit its finished units to the ledger. Safe to redo: the ledger keeps a unit once."""
     started = time.perf_counter()
     worker = _worker(config.model_dump_json(), config.recipe)
+    if worker.cache is not None:
+        worker.cache.bind(Path(out), config.recipe, batch.run_id, batch.model)
     usage = Usage()
-    rows = worker.recipe.process(batch.records, usage)
-    created_at = datetime.now(timezone.utc)
+    try:
+        rows = worker.recipe.process(batch.records, usage)
+    except BaseException:
+        if worker.cache is not None:
+            worker.cache.discard()
+        raise
+    key_of = {str(record["source_id"]): key for record, key in zip(batch.records, batch.keys)}
+    failed: dict[str, str] = {}
+    for row in rows:
+        if is_engine_failure(row.get("reject_reason")):
+            failed.setdefault(str(row["source_id"]), row["reject_reason"])
     provenance = {
         "recipe": config.recipe,
         "prompt_version": worker.recipe.prompt_version,
-        "model": worker.model,
+        "model": batch.model,
         "sampling": worker.sampling_json,
         "seed": config.sampling.seed,
-        "config_hash": config.content_hash(),
-        "created_at": created_at,
+        "config_hash": batch.fingerprint,
+        "created_at": datetime.now(timezone.utc),
     }
-    groups: dict[str, list[dict[str, Any]]] = {}
     kept: dict[str, int] = {}
     rejected: dict[str, int] = {}
+    stored = []
     for row in rows:
+        source_id = str(row["source_id"])
+        if source_id in failed:
+            continue
+        unit = key_of[source_id]
         row.update(provenance)
-        if row.get("reject_reason"):
-            groups.setdefault(REJECTED, []).append(row)
-            rejected[row["lang"]] = rejected.get(row["lang"], 0) + 1
-        else:
-            groups.setdefault(row["lang"], []).append(row)
-            kept[row["lang"]] = kept.get(row["lang"], 0) + 1
-    kept_schema = worker.schema.remove(worker.schema.get_field_index("reject_reason"))
-    tables = {
-        group: pa.Table.from_pylist(
-            [{k: v for k, v in r.items() if group == REJECTED or k != "reject_reason"} for r in group_rows],
-            schema=worker.schema if group == REJECTED else kept_schema,
+        row["id"] = stable_id(key_hex(unit), row["id"])
+        row[UNIT_COLUMN] = unit
+        bucket = rejected if row.get("reject_reason") else kept
+        bucket[row["lang"]] = bucket.get(row["lang"], 0) + 1
+        stored.append(row)
+    if worker.cache is not None:
+        worker.cache.flush(new_segment_id())
+    units = [(key, source_id) for source_id, key in key_of.items() if source_id not in failed]
+    if units:
+        SegmentStore(Path(out), config.recipe).commit(
+            pa.Table.from_pylist(stored, schema=worker.store_schema), units, usage.as_dict()
         )
-        for group, group_rows in groups.items()
-    }
-    parts = write_batch_parts(Path(out), config.recipe, batch.index, tables)
     return BatchReport(
         index=batch.index,
-        first_source_id=batch.source_ids[0],
-        last_source_id=batch.source_ids[-1],
-        records=len(batch.records),
-        parts=parts,
+        units=len(units),
+        units_failed=len(failed),
         kept=kept,
         rejected=rejected,
         usage=usage.as_dict(),
         wall_s=time.perf_counter() - started,
+        failure=next(iter(failed.values()), None),
     )
+
+
+def served_model(config: RunConfigBase, needs_engine: bool) -> str:
+    """The model that will actually answer, resolved before any batch (it is part of every unit's identity)."""
+    if not needs_engine:
+        return "none"
+    engine = config.engine
+    if engine.backend == "vllm":
+        from synth.llm.model import resolve_model, served_model_name
+
+        return served_model_name(resolve_model(engine.model))
+    if engine.model:
+        return engine.model
+    from synth.llm.openai_engine import list_served_models
+
+    return list_served_models(engine)[0]
 
 
 class RecipeRun:
@@ -191,22 +237,41 @@ class RecipeRun:
 
     def __init__(self, config: RunConfigBase, out: Path | str | None = None):
         self.config = config
-        self.out = Path(out or config.output.dir).resolve()
+        self.out = check_local(out or config.output.dir).resolve()
         self.recipe = config.recipe
         self.lock = OutputLock(self.out)
-        self.manifest: Manifest | None = None
-        self.batches_total = 0
-        self.batches_generated = 0
+        self.store = SegmentStore(self.out, self.recipe)
+        self.run_id = uuid.uuid4().hex
+        self.model = ""
+        self.fingerprint = ""
+        self.wanted = KeySet()
+        self.done = KeySet()
+        self.units_total = 0
+        self.units_pending = 0
+        self.units_generated = 0
+        self.units_failed = 0
+        self.failure: str | None = None
+        self.usage = Usage()
+        self.on_progress: Callable[[int, int], None] | None = None
         self._started = time.perf_counter()
+
+    def _recipe(self) -> Recipe:
+        return recipe_class(self.recipe)(self.config, None, None)
 
     def __enter__(self) -> "RecipeRun":
         # Validate before taking the lock or touching the output: a bad config must leave OUT as it was.
-        recipe_class(self.recipe)(self.config, None, None).validate()
+        probe = self._recipe()
+        probe.validate()
+        self.model = served_model(self.config, probe.needs_engine)
+        self.fingerprint = row_fingerprint(self.config, self.model, probe.resources())
         self.lock.acquire()
         try:
             discard_temp_files(self.out)
+            self.store.discard_unfinished()
             self.manifest = Manifest(self.out)
-            self.manifest.begin(self.recipe, self.config.content_hash(), self.config.model_dump(mode="json"))
+            self.manifest.recipes.setdefault(self.recipe, {"shards": []})["status"] = "running"
+            self.manifest.save()
+            self.plan()
         except BaseException:
             self.lock.release()
             raise
@@ -217,124 +282,189 @@ class RecipeRun:
 
     def check(self) -> None:
         """Everything a run checks before it generates, without writing or locking anything: the config against
-        the recipe, no other live run in ``out``, ``out`` writable and not holding this recipe under another
-        config, and every input record (read as the run will read it; nothing is kept).
+        the recipe, no other live run in ``out``, ``out`` writable, and every input record (read as the run will
+        read it; only 8 bytes per record are kept).
 
         ``synth run`` calls it before starting Prefect, so these errors are one line on stderr.
         """
-        recipe_class(self.recipe)(self.config, None, None).validate()
+        self._recipe().validate()
         self.lock.check()
         check_writable(self.out)
-        if (self.out / MANIFEST).exists():
-            Manifest(self.out).check(self.recipe, self.config.content_hash())
-        if sum(1 for _ in self.all_batches()) == 0:  # reads every record: bad rows fail here
-            source = self.config.input.path or f"hf:{self.config.input.hf.name}"
-            raise InputError("no input records (the input is empty)", file=source)
+        if (self.out / "manifest.json").exists():
+            Manifest(self.out)
+        self._scan(lambda record: 0)
 
-    def all_batches(self) -> Iterator[Batch]:
-        """The input, cut into batches of ``runner.batch_size`` records (``input.limit`` applied)."""
-        recipe = recipe_class(self.recipe)(self.config, None, None)
+    def _source(self) -> str:
+        return self.config.input.path or f"hf:{self.config.input.hf.name}"
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The input records (``input.limit`` applied)."""
         limit = self.config.input.limit
-        size = self.config.runner.batch_size
-        seen: dict[str, int] = {}
-        records: list[dict[str, Any]] = []
-        index = count = 0
-        for record in recipe.read_records():
+        for count, record in enumerate(self._recipe().read_records(), start=1):
+            yield record
+            if limit is not None and count >= limit:
+                return
+
+    def _scan(self, key_of: Callable[[dict[str, Any]], int]) -> np.ndarray:
+        """Stream the input once: refuse duplicated source ids, return every record's key (input order)."""
+        keys, sources = KeyBuffer(), KeyBuffer()
+        for record in self.records():
+            keys.append(key_of(record))
+            sources.append(source_key(str(record["source_id"])))
+        if not len(keys):
+            raise InputError("no input records (the input is empty)", file=self._source())
+        unique, counts = np.unique(sources.array(), return_counts=True)
+        if (counts > 1).any():
+            self._raise_duplicate(set(unique[counts > 1].tolist()))
+        return keys.array()
+
+    def _raise_duplicate(self, duplicated: set[int]) -> None:
+        first: dict[str, int] = {}
+        for row, record in enumerate(self.records(), start=1):
             source_id = str(record["source_id"])
-            if source_id in seen:
+            if source_key(source_id) not in duplicated:
+                continue
+            if source_id in first:
                 raise InputError(
-                    f"duplicated id {source_id!r} (first at record {seen[source_id]})",
-                    file=self.config.input.path or str(self.config.input.hf),
-                    row=count + 1,
+                    f"duplicated id {source_id!r} (first at record {first[source_id]})",
+                    file=self._source(),
+                    row=row,
                     field=ID_FIELDS.get(self.recipe, "id"),
                 )
-            seen[source_id] = count + 1
-            records.append(record)
-            count += 1
-            if len(records) == size:
-                yield Batch(index, records)
-                index, records = index + 1, []
-            if limit is not None and count >= limit:
-                break
-        if records:
-            yield Batch(index, records)
+            first[source_id] = row
+
+    def plan(self) -> None:
+        """Learn the wanted units (every input record under this fingerprint) and which the ledger holds."""
+        keys = self._scan(lambda record: unit_key(self.fingerprint, record))
+        self.wanted = KeySet(keys)
+        self.done = self.store.done_keys()
+        self.units_total = len(self.wanted)
+        self.units_pending = int((~self.done.contains(self.wanted.keys)).sum())
 
     def pending_batches(self) -> Iterator[Batch]:
-        """Batches the manifest does not record as done; counts every batch in ``batches_total``."""
-        self.batches_total = 0
-        for batch in self.all_batches():
-            self.batches_total += 1
-            if not self.manifest.is_done(self.recipe, batch.index):
-                yield batch
+        """Batches of ``runner.batch_size`` records whose units the ledger does not hold, streamed."""
+        size = self.config.runner.batch_size
+        records: list[dict[str, Any]] = []
+        keys: list[int] = []
+        index = 0
+        for record in self.records():
+            key = unit_key(self.fingerprint, record)
+            if self.done.contains(np.array([key], dtype=np.uint64))[0]:
+                continue
+            records.append(record)
+            keys.append(key)
+            if len(records) == size:
+                yield Batch(index, self.run_id, self.model, self.fingerprint, records, keys)
+                index, records, keys = index + 1, [], []
+        if records:
+            yield Batch(index, self.run_id, self.model, self.fingerprint, records, keys)
 
     def record(self, report: BatchReport) -> None:
-        """Mark a batch done in the manifest (after its parts are on disk)."""
-        self.batches_generated += 1
-        self.manifest.record_batch(self.recipe, report.index, asdict(report))
+        """Add a finished batch to the run's totals (its units are already in the ledger)."""
+        self.units_generated += report.units
+        self.units_failed += report.units_failed
+        self.failure = self.failure or report.failure
+        self.usage.merge(Usage(**report.usage))
+        if self.on_progress is not None:
+            self.on_progress(self.units_generated + self.units_failed, self.units_pending)
 
     def finalize(self) -> RunSummary:
-        """Build the final shards from every recorded batch, then the dataset card; returns the run's totals."""
+        """Publish the wanted units' rows as one shard generation, commit it (manifest + card), drop the old one."""
         from synth.card import write_output_readme
 
-        state = self.manifest.recipes[self.recipe]
-        self.manifest.set_status(self.recipe, "finalizing")
-        parts_by_group: dict[str, list[str]] = {}
-        for key in sorted(state["batches"]):
-            for part in state["batches"][key]["parts"]:
-                parts_by_group.setdefault(part["group"], []).append(part["path"])
         spec = ShardSpec(self.config.output.shard_rows, self.config.output.shard_bytes)
-        shards = []
-        for group, parts in sorted(parts_by_group.items()):
-            shards.extend(finalize_group(self.out, self.recipe, group, parts, spec))
-        summary = self._summary(state, shards)
-        self.manifest.set_status(
-            self.recipe,
-            "complete",
-            shards=shards,
-            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            totals={k: v for k, v in summary.as_dict().items() if k not in ("shards", "out")},
-            batches_total=self.batches_total,
-        )
+        plan, found = self.store.choose(self.wanted)
+        gen = generation_id(self.fingerprint, self.wanted, spec, [sid for sid, _ in plan])
+        state = self.manifest.recipes.get(self.recipe, {})
+        shards = state.get("shards", [])
+        if state.get("generation") != gen or not all((self.out / s["path"]).exists() for s in shards):
+            shards = write_generation(self.out, self.recipe, self.store, plan, gen, spec, self._rejected_schema())
+        summary = self._summary(shards, gen)
+        self.manifest.recipes[self.recipe] = {
+            "status": "complete" if not self.units_failed and found.all() else "incomplete",
+            "config_hash": self.fingerprint,
+            "config": self.config.model_dump(mode="json"),
+            "model": self.model,
+            "generation": gen,
+            "shards": shards,
+            "units_total": self.units_total,
+            "units_missing": int((~found).sum()),
+            "finished_at": now_iso(),
+            "totals": {k: v for k, v in summary.as_dict().items() if k not in ("shards", "out")},
+        }
+        self.manifest.save()
         write_output_readme(self.out, self.manifest)
+        delete_other_generations(self.out, self.recipe, {s["path"] for s in shards})
+        self.store.compact()
         return summary
 
-    def _summary(self, state: dict[str, Any], shards: list[dict[str, Any]]) -> RunSummary:
-        usage = Usage()
+    def _rejected_schema(self) -> pa.Schema:
+        return pa.schema(list(self._recipe().schema()) + PROVENANCE_FIELDS)
+
+    def _summary(self, shards: list[dict[str, Any]], gen: str) -> RunSummary:
+        import pyarrow.parquet as pq
+
         kept: dict[str, int] = {}
         rejected: dict[str, int] = {}
-        for entry in state["batches"].values():
-            usage.merge(Usage(**entry["usage"]))
-            for lang, n in entry["kept"].items():
-                kept[lang] = kept.get(lang, 0) + n
-            for lang, n in entry["rejected"].items():
-                rejected[lang] = rejected.get(lang, 0) + n
         reasons: dict[str, int] = {}
-        rejected_shards = [s for s in shards if s["group"] == REJECTED]
-        if rejected_shards:
-            import pyarrow.parquet as pq
-
-            for shard in rejected_shards:
-                column = pq.read_table(self.out / shard["path"], columns=["reject_reason"]).column(0)
-                for reason in column.to_pylist():
-                    reasons[reason] = reasons.get(reason, 0) + 1
+        for shard in shards:
+            if shard["group"] != REJECTED:
+                kept[shard["group"]] = kept.get(shard["group"], 0) + shard["rows"]
+                continue
+            table = pq.read_table(self.out / shard["path"], columns=["lang", "reject_reason"])
+            for lang, reason in zip(table.column(0).to_pylist(), table.column(1).to_pylist()):
+                rejected[lang] = rejected.get(lang, 0) + 1
+                reasons[reason] = reasons.get(reason, 0) + 1
         return RunSummary(
             recipe=self.recipe,
             out=str(self.out),
-            config_hash=state["config_hash"],
-            batches_total=self.batches_total,
-            batches_generated=self.batches_generated,
+            config_hash=self.fingerprint,
+            model=self.model,
+            units_total=self.units_total,
+            units_generated=self.units_generated,
+            units_failed=self.units_failed,
             kept=dict(sorted(kept.items())),
             rejected=dict(sorted(rejected.items())),
             reject_reasons=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-            usage=usage.as_dict(),
+            usage=self.usage.as_dict(),
             wall_s=round(time.perf_counter() - self._started, 3),
+            generation=gen,
             shards=shards,
+            failure=self.failure,
         )
 
 
+class _Future(Protocol):
+    def result(self) -> BatchReport: ...
+
+
+class _Done:
+    """An already computed result, for callers that run batches inline."""
+
+    def __init__(self, report: BatchReport):
+        self.report = report
+
+    def result(self) -> BatchReport:
+        return self.report
+
+
+def drive(run: RecipeRun, submit: Callable[[Batch], _Future], max_in_flight: int = 1) -> RunSummary:
+    """The driver loop: stream pending batches to ``submit`` with at most ``max_in_flight`` unfinished, record
+    each result in order, publish. Raises :class:`IncompleteRunError` (after publishing) when units failed."""
+    in_flight: deque[_Future] = deque()
+    for batch in run.pending_batches():
+        in_flight.append(submit(batch))
+        while len(in_flight) >= max_in_flight:
+            run.record(in_flight.popleft().result())
+    while in_flight:
+        run.record(in_flight.popleft().result())
+    summary = run.finalize()
+    if summary.units_failed:
+        raise IncompleteRunError(summary)
+    return summary
+
+
 def run_recipe(config: RunConfigBase, out: Path | str | None = None) -> RunSummary:
-    """Run a recipe to completion in this process, without Prefect (the flows wrap the same calls in tasks)."""
+    """Run a recipe to completion in this process, without Prefect (the flows use the same :func:`drive`)."""
     with RecipeRun(config, out) as run:
-        for batch in run.pending_batches():
-            run.record(process_batch(config, run.out, batch))
-        return run.finalize()
+        return drive(run, lambda batch: _Done(process_batch(config, run.out, batch)))

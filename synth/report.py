@@ -20,13 +20,16 @@ def summary_markdown(summary: RunSummary) -> str:
         f"## polysynth `{summary.recipe}` run",
         "",
         f"Output: `{summary.out}` · config `{summary.config_hash}` · "
-        f"batches {summary.batches_generated} generated / {summary.batches_total} total · wall {summary.wall_s:.1f} s",
+        f"units {summary.units_generated} generated / {summary.units_total} total"
+        + (f" ({summary.units_failed} failed)" if summary.units_failed else "")
+        + f" · wall {summary.wall_s:.1f} s",
         "",
         "| language | kept | rejected |",
         "|---|---:|---:|",
         *(f"| {lang} | {kept} | {rejected} |" for lang, kept, rejected in summary_rows(summary)),
         "",
-        f"LLM calls {usage.get('calls', 0)} ({usage.get('failed_calls', 0)} failed) · "
+        f"LLM calls {usage.get('calls', 0)} ({usage.get('failed_calls', 0)} failed, "
+        f"{usage.get('reused', 0)} answers reused from stored generations) · "
         f"prompt tokens {usage.get('prompt_tokens', 0)} · completion tokens {tokens_out} · "
         f"output tokens/s {tokens_out / gen_s if gen_s else 0:.1f}",
     ]
@@ -62,7 +65,7 @@ def report_data(out) -> dict:
     """The numbers the report shows, read from the manifest and the shards (tests compare them)."""
     from pathlib import Path
 
-    from synth.shards import Manifest
+    from synth.store.manifest import Manifest
 
     out = Path(out)
     manifest = Manifest(out)

@@ -49,6 +49,7 @@ class Result:
     cached_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = None
+    cached: bool = False  # answered from the output's stored generations, not by the model
 
     @property
     def ok(self) -> bool:
@@ -60,6 +61,7 @@ class Usage:
     """Accounting that flows into the manifest and the run report."""
 
     calls: int = 0
+    reused: int = 0
     failed_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -68,16 +70,19 @@ class Usage:
     per_step: dict[str, int] = field(default_factory=dict)
 
     def add(self, results: Sequence[Result], step: str, seconds: float) -> None:
-        self.calls += len(results)
-        self.failed_calls += sum(1 for r in results if not r.ok)
-        self.prompt_tokens += sum(r.prompt_tokens for r in results)
-        self.completion_tokens += sum(r.completion_tokens for r in results)
-        self.cached_tokens += sum(r.cached_tokens for r in results)
+        """Count the model calls among ``results``; answers reused from stored generations count as ``reused``."""
+        called = [r for r in results if not r.cached]
+        self.calls += len(called)
+        self.reused += len(results) - len(called)
+        self.failed_calls += sum(1 for r in called if not r.ok)
+        self.prompt_tokens += sum(r.prompt_tokens for r in called)
+        self.completion_tokens += sum(r.completion_tokens for r in called)
+        self.cached_tokens += sum(r.cached_tokens for r in called)
         self.generate_s += seconds
-        self.per_step[step] = self.per_step.get(step, 0) + len(results)
+        self.per_step[step] = self.per_step.get(step, 0) + len(called)
 
     def merge(self, other: "Usage") -> None:
-        for name in ("calls", "failed_calls", "prompt_tokens", "completion_tokens", "cached_tokens", "generate_s"):
+        for name in ("calls", "reused", "failed_calls", "prompt_tokens", "completion_tokens", "cached_tokens", "generate_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for step, count in other.per_step.items():
             self.per_step[step] = self.per_step.get(step, 0) + count

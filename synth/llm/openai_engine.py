@@ -290,3 +290,35 @@ class OpenAIEngine:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+
+def list_served_models(config: EngineConfig) -> list[str]:
+    """The models the first endpoint of ``config.base_urls`` serves (``GET /v1/models``), checked before a run.
+
+    Raises EngineError in one line naming the endpoint, the status and the fix: an unreachable server, a
+    rejected key, or a server that lists no model.
+    """
+    url = _normalise_url(config.base_urls[0]) if config.base_urls else ""
+    if not url:
+        raise EngineError("backend 'openai' needs at least one entry in engine.base_urls")
+    headers = {}
+    api_key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    try:
+        response = httpx.get(url + "/v1/models", headers=headers, timeout=min(config.timeout_s, 30.0))
+    except httpx.HTTPError as exc:
+        raise EngineError(f"{url}: cannot reach the server ({type(exc).__name__}); is it running?") from None
+    if response.status_code in (401, 403):
+        raise EngineError(
+            f"{url}: HTTP {response.status_code} on /v1/models; set {config.api_key_env} to a valid API key"
+        )
+    if response.status_code >= 400:
+        raise EngineError(f"{url}: HTTP {response.status_code} on /v1/models: {_excerpt(response.text)}")
+    try:
+        models = [entry["id"] for entry in response.json()["data"]]
+    except (ValueError, KeyError, TypeError):
+        raise EngineError(f"{url}: /v1/models answered no model list: {_excerpt(response.text)}") from None
+    if not models:
+        raise EngineError(f"{url}: the server lists no model")
+    return models

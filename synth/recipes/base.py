@@ -8,6 +8,7 @@ kept rows to ``OUT/<recipe>/<lang>/`` and rejected rows (``reject_reason`` set) 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Iterator
 
@@ -15,6 +16,7 @@ import pyarrow as pa
 
 from synth.config import RunConfigBase
 from synth.llm.base import Engine, Usage
+from synth.paths import PROMPTS_DIR
 
 # Columns every row has; recipes produce these besides their own.
 LID_FIELDS = [
@@ -48,6 +50,11 @@ class Recipe(ABC):
     @abstractmethod
     def prompt_version(self) -> str:
         """Version tag of the prompt templates in use (recorded on every row)."""
+
+    def resources(self) -> list[Path]:
+        """Files whose content shapes this recipe's rows (templates, exemplars, lexicons, schemas); they are part
+        of every unit's identity, so editing one regenerates exactly what it renders."""
+        return [PROMPTS_DIR / self.name]
 
     @abstractmethod
     def validate(self) -> None:

@@ -276,6 +276,11 @@ class CodRecipe(Recipe):
     def prompt_version(self) -> str:
         return "+".join(t.tag for t in (self.outline_templates, self.turn_template, localize_template()))
 
+    def resources(self) -> list[Path]:
+        from synth.lexicon import DEFAULT_LEXICON
+
+        return super().resources() + [self.schema_path, DEFAULT_LEXICON]
+
     @property
     def schema_path(self) -> Path:
         if self.config.cod.schema_path:

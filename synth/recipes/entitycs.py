@@ -198,6 +198,11 @@ class EntityCSRecipe(Recipe):
         # LLM labels are cached per process: the same (entity, language) recurs across batches.
         self._llm_labels: dict[tuple[str, str], _LlmAnswer] = {}
 
+    def resources(self) -> list[Path]:
+        from synth.lexicon import DEFAULT_LEXICON
+
+        return super().resources() + [Path(self.options.lexicon) if self.options.lexicon else DEFAULT_LEXICON]
+
     @property
     def needs_engine(self) -> bool:  # type: ignore[override]  # depends on the config, not the class
         return self.options.llm_label_fallback or self.options.llm_inflection_repair

@@ -1,0 +1,152 @@
+"""Stored generations: every successful model answer, keyed by what produced it (see ``synth.store.units``).
+
+:class:`CachingEngine` wraps any engine. Before calling the model it looks each request up among the
+generations of earlier runs in the same output; only the misses reach the model, and their successful results
+are written next to the batch's segment. A failed request is never stored, so a rerun asks again.
+
+::
+
+    OUT/.polysynth/<recipe>/generations/<sid>.parquet   key (uint64), text, finish_reason, token counts
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from synth.llm.base import Engine, Request, Result
+from synth.store.files import write_parquet_atomic
+from synth.store.segments import STORE_DIR
+from synth.store.units import generation_key
+
+GENERATION_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.uint64()),
+        pa.field("text", pa.string()),
+        pa.field("finish_reason", pa.string()),
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("completion_tokens", pa.int64()),
+    ]
+)
+
+
+def generations_dir(out: Path, recipe: str) -> Path:
+    return Path(out) / STORE_DIR / recipe / "generations"
+
+
+class CachingEngine:
+    """An :class:`~synth.llm.base.Engine` that answers from stored generations first.
+
+    Bind it to an output with :meth:`bind` (once per run: the index of stored generations is read then, lazily),
+    call :meth:`flush` after each batch to store what the model generated.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.directory: Path | None = None
+        self._run_id: str | None = None
+        self._index: tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]] | None = None
+        self._tables: OrderedDict[Path, pa.Table] = OrderedDict()
+        self._new: list[tuple[int, Result]] = []
+        self._model: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self._model or self.engine.model_name
+
+    def bind(self, out: Path, recipe: str, run_id: str, model: str) -> None:
+        """Use the generations stored in ``out`` for ``recipe``, keyed by ``model`` (the one the run resolved);
+        a new ``run_id`` re-reads the index."""
+        self._model = model
+        if run_id != self._run_id:
+            self.directory, self._run_id = generations_dir(out, recipe), run_id
+            self._index, self._new = None, []
+            self._tables.clear()
+
+    def _load_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]]:
+        files = sorted(self.directory.glob("*.parquet")) if self.directory and self.directory.is_dir() else []
+        keys, file_ix, row_ix = [], [], []
+        for number, path in enumerate(files):
+            column = pq.read_table(path, columns=["key"]).column(0).to_numpy(zero_copy_only=False).astype(np.uint64)
+            keys.append(column)
+            file_ix.append(np.full(len(column), number, dtype=np.int32))
+            row_ix.append(np.arange(len(column), dtype=np.int64))
+        if not keys:
+            return np.empty(0, np.uint64), np.empty(0, np.int32), np.empty(0, np.int64), []
+        all_keys = np.concatenate(keys)
+        order = np.argsort(all_keys, kind="stable")
+        return all_keys[order], np.concatenate(file_ix)[order], np.concatenate(row_ix)[order], files
+
+    def _table(self, path: Path) -> pa.Table:
+        table = self._tables.get(path)
+        if table is None:
+            table = self._tables[path] = pq.read_table(path)
+            if len(self._tables) > 8:
+                self._tables.popitem(last=False)
+        return table
+
+    def _lookup(self, request: Request, key: int) -> Result | None:
+        if self._index is None:
+            self._index = self._load_index()
+        keys, file_ix, row_ix, files = self._index
+        if not len(keys):
+            return None
+        at = int(np.searchsorted(keys, np.uint64(key)))
+        if at == len(keys) or keys[at] != np.uint64(key):
+            return None
+        row = self._table(files[file_ix[at]]).slice(int(row_ix[at]), 1).to_pylist()[0]
+        return Result(
+            request_id=request.id,
+            text=row["text"],
+            finish_reason=row["finish_reason"],
+            prompt_tokens=row["prompt_tokens"],
+            completion_tokens=row["completion_tokens"],
+            cached=True,
+        )
+
+    def generate(self, requests: Sequence[Request]) -> list[Result]:
+        """Results in request order: stored ones first looked up, the rest generated (and kept for :meth:`flush`)."""
+        keys = [generation_key(self.model_name, request) for request in requests]
+        results: list[Result | None] = [self._lookup(r, k) for r, k in zip(requests, keys)]
+        missing = [i for i, result in enumerate(results) if result is None]
+        if missing:
+            fresh = self.engine.generate([requests[i] for i in missing])
+            for i, result in zip(missing, fresh):
+                results[i] = result
+                if result.ok:
+                    self._new.append((keys[i], result))
+        return results  # type: ignore[return-value]
+
+    def flush(self, segment_id: str) -> int:
+        """Store the generations made since the last flush under ``segment_id``; returns how many."""
+        new, self._new = self._new, []
+        if not new or self.directory is None:
+            return 0
+        table = pa.table(
+            {
+                "key": pa.array([k for k, _ in new], pa.uint64()),
+                "text": [r.text for _, r in new],
+                "finish_reason": [r.finish_reason for _, r in new],
+                "prompt_tokens": [r.prompt_tokens for _, r in new],
+                "completion_tokens": [r.completion_tokens for _, r in new],
+            },
+            schema=GENERATION_SCHEMA,
+        )
+        write_parquet_atomic(self.directory / f"{segment_id}.parquet", table)
+        return len(new)
+
+    def discard(self) -> None:
+        """Forget generations not flushed (a batch that failed before its commit)."""
+        self._new = []
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __getattr__(self, name: str):
+        # Anything else (prefix_cache_stats, start_s, …) is the wrapped engine's.
+        return getattr(self.engine, name)

@@ -1,0 +1,149 @@
+"""Publishing: the chosen rows of the ledger become HF-layout shards, swapped in as one generation.
+
+::
+
+    OUT/<recipe>/<lang>/train-<gen>-00000.parquet       kept rows
+    OUT/<recipe>/_rejected/train-<gen>-00000.parquet    rejected rows, with reject_reason
+
+``<gen>`` names the shard generation by its content (fingerprint, the units chosen, the shard sizes), so a new
+finalize never overwrites a file a reader may be reading: it writes its own files, then commits by rewriting
+``manifest.json`` and ``README.md`` (whose ``configs`` list the generation's exact files; ``load_dataset`` reads
+only those), then deletes the previous generation. A kill at any point leaves the README pointing at one
+complete generation; leftovers of an interrupted finalize are deleted by the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from synth.store.files import fsync_dir, raise_output_error, sha256_file, temp_file
+from synth.store.segments import UNIT_COLUMN, SegmentStore
+from synth.store.units import KeySet
+
+REJECTED = "_rejected"
+SHARD_NAME = re.compile(r"^train-[0-9a-f]{8}-\d{5}\.parquet$")
+
+
+@dataclass
+class ShardSpec:
+    shard_rows: int
+    shard_bytes: int
+
+
+def generation_id(fingerprint: str, wanted: KeySet, spec: ShardSpec, segments: list[str]) -> str:
+    digest = hashlib.sha256(f"{fingerprint}|{spec.shard_rows}|{spec.shard_bytes}|".encode())
+    digest.update(wanted.keys.tobytes())
+    digest.update("|".join(segments).encode())
+    return digest.hexdigest()[:8]
+
+
+class _GroupWriter:
+    """Writes one group's rows into ``train-<gen>-NNNNN.parquet`` files, rolling over by rows and bytes."""
+
+    def __init__(self, out: Path, recipe: str, group: str, gen: str, spec: ShardSpec):
+        self.out, self.group, self.gen, self.spec = out, group, gen, spec
+        self.target = out / recipe / group
+        self.target.mkdir(parents=True, exist_ok=True)
+        self.shards: list[dict[str, Any]] = []
+        self.writer: pq.ParquetWriter | None = None
+        self.tmp: Path | None = None
+        self.rows = self.bytes = 0
+
+    def _close_current(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        self.writer = None
+        final = self.target / f"train-{self.gen}-{len(self.shards):05d}.parquet"
+        with open(self.tmp, "rb+") as handle:
+            import os
+
+            os.fsync(handle.fileno())
+        entry = {
+            "group": self.group,
+            "path": str(final.relative_to(self.out)),
+            "rows": self.rows,
+            "bytes": self.tmp.stat().st_size,
+            "sha256": sha256_file(self.tmp),
+        }
+        self.tmp.replace(final)
+        self.shards.append(entry)
+
+    def write(self, table: pa.Table) -> None:
+        for batch in table.to_batches(max_chunksize=4096):
+            while batch.num_rows:
+                if self.writer is None or self.rows >= self.spec.shard_rows or self.bytes >= self.spec.shard_bytes:
+                    self._close_current()
+                    self.tmp = temp_file(self.target, ".parquet")
+                    self.writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
+                    self.rows = self.bytes = 0
+                chunk = batch.slice(0, self.spec.shard_rows - self.rows)
+                self.writer.write_batch(chunk)
+                self.rows += chunk.num_rows
+                self.bytes += chunk.nbytes
+                batch = batch.slice(chunk.num_rows)
+
+    def close(self) -> list[dict[str, Any]]:
+        self._close_current()
+        fsync_dir(self.target)
+        return self.shards
+
+
+def write_generation(
+    out: Path, recipe: str, store: SegmentStore, plan: list[tuple[str, Any]], gen: str, spec: ShardSpec,
+    schema: pa.Schema,
+) -> list[dict[str, Any]]:
+    """Write the rows ``plan`` chooses (per segment, the unit keys to take) as shard generation ``gen``.
+
+    ``schema`` is the rejected rows' schema (with ``reject_reason``); kept shards drop that column.
+    """
+    kept_schema = schema.remove(schema.get_field_index("reject_reason"))
+    writers: dict[str, _GroupWriter] = {}
+    try:
+        for sid, keys in plan:
+            if not len(keys):
+                continue
+            rows = store.rows(sid)
+            rows = rows.filter(pc.is_in(rows[UNIT_COLUMN], value_set=pa.array(keys, pa.uint64())))
+            rejected_mask = pc.is_valid(rows["reject_reason"])
+            groups = {REJECTED: rows.filter(rejected_mask)}
+            kept = rows.filter(pc.invert(rejected_mask))
+            for lang in sorted(set(kept["lang"].to_pylist())):
+                groups[lang] = kept.filter(pc.equal(kept["lang"], lang))
+            for group, table in groups.items():
+                if not table.num_rows:
+                    continue
+                target_schema = schema if group == REJECTED else kept_schema
+                table = table.select(target_schema.names).cast(target_schema)
+                writer = writers.get(group)
+                if writer is None:
+                    writer = writers[group] = _GroupWriter(out, recipe, group, gen, spec)
+                writer.write(table)
+        return [shard for group in sorted(writers) for shard in writers[group].close()]
+    except OSError as exc:
+        raise_output_error(exc, out / recipe)
+
+
+def delete_other_generations(out: Path, recipe: str, keep: set[str]) -> None:
+    """Remove shard files of ``recipe`` not in ``keep`` (paths relative to ``out``), and emptied folders."""
+    root = out / recipe
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.name.endswith(".parquet") and str(path.relative_to(out)) not in keep:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only succeeds when empty
