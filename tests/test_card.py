@@ -1,7 +1,7 @@
 """The dataset card: YAML the Hub and ``datasets`` accept, a body that says how the data was made.
 
 ``make_output`` builds a real output directory through the pipeline driver (``RecipeRun``: manifest, batch
-parts, finalised shards, the card) with rows written like ``process_batch`` writes them, so no LLM is needed.
+segments, finalised shards, the card) with rows committed like ``process_batch`` commits them, so no LLM is needed.
 ``tests/test_hub.py`` reuses it.
 """
 
@@ -20,9 +20,11 @@ import yaml
 from synth.card import build_card, dataset_configs, size_category, validate_card, write_output_readme
 from synth.config import load_config
 from synth.llm.base import Usage
-from synth.pipeline import PROVENANCE_FIELDS, BatchReport, RecipeRun
+from synth.pipeline import PROVENANCE_FIELDS, RecipeRun
 from synth.recipes.sap import SapRecipe
-from synth.shards import REJECTED, Manifest, write_batch_parts
+from synth.store.manifest import Manifest
+from synth.store.segments import UNIT_COLUMN, SegmentStore
+from synth.store.shards import REJECTED
 
 ROOT = Path(__file__).resolve().parents[1]
 SAP_SCHEMA = pa.schema(list(SapRecipe.SCHEMA) + PROVENANCE_FIELDS)
@@ -68,35 +70,36 @@ def make_output(
     finish: bool = True,
     model: str = "gemma-3-270m",
 ) -> Manifest:
-    """A finished (or, with ``finish=False``, running) SAP output: ``rows`` kept rows per language in
-    ``batches`` batches, ``rejected`` rejected rows per language, shards of ``shard_rows`` rows."""
+    """A finished (or, with ``finish=False``, running) SAP output: ``rows`` kept rows per language and
+    ``rejected`` rejected rows per language, committed in ``batches`` ledger segments, shards of ``shard_rows`` rows."""
     config = load_config(
         ROOT / "data" / "configs" / "sap.yaml",
-        overrides={"languages": list(languages), "output.dir": str(out), "output.shard_rows": shard_rows},
+        overrides={
+            "languages": list(languages),
+            "input.limit": rows + rejected,
+            "engine.model": model,
+            "output.dir": str(out),
+            "output.shard_rows": shard_rows,
+        },
     )
-    kept_schema = SAP_SCHEMA.remove(SAP_SCHEMA.get_field_index("reject_reason"))
+    store_schema = SAP_SCHEMA.append(pa.field(UNIT_COLUMN, pa.uint64()))
     with RecipeRun(config) as run:
-        per_batch = -(-rows // batches)
-        for batch in range(batches):
-            tables, kept, dropped = {}, {}, {}
-            rejected_rows = []
-            for lang in languages:
-                n = max(0, min(per_batch, rows - batch * per_batch))
-                good = _rows(lang, batch * per_batch, n, reason=None, model=model)
-                tables[lang] = pa.Table.from_pylist(
-                    [{k: v for k, v in r.items() if k != "reject_reason"} for r in good], schema=kept_schema
-                )
-                kept[lang] = n
-                bad = rejected if batch == 0 else 0
-                rejected_rows += _rows(lang, 1000, bad, reason="lid_mismatch", model=model)
-                dropped[lang] = bad
-            if rejected_rows:
-                tables[REJECTED] = pa.Table.from_pylist(rejected_rows, schema=SAP_SCHEMA)
-            parts = write_batch_parts(run.out, "sap", batch, tables)
-            run.record(
-                BatchReport(batch, "p0", "p9", rows, parts, kept, dropped, Usage(calls=3).as_dict(), 0.1)
+        units = [(r, k) for batch in run.pending_batches() for r, k in zip(batch.records, batch.keys)]
+        per_batch = -(-len(units) // batches)
+        for start in range(0, len(units), per_batch):
+            chunk = units[start : start + per_batch]
+            table_rows = []
+            for position, (record, key) in enumerate(chunk, start=start):
+                reason = None if position < rows else "lid_mismatch"
+                for lang in languages:
+                    row = _rows(lang, position, 1, reason=reason, model=model)[0]
+                    row.update(source_id=record["source_id"], passage_id=record["source_id"], _unit=key)
+                    table_rows.append(row)
+            SegmentStore(run.out, "sap").commit(
+                pa.Table.from_pylist(table_rows, schema=store_schema),
+                [(key, record["source_id"]) for record, key in chunk],
+                Usage(calls=3).as_dict(),
             )
-        run.batches_total = batches
         if finish:
             run.finalize()
     return Manifest(out)
@@ -118,7 +121,10 @@ def test_local_readme_loads_every_config(tmp_path):
     assert validate_card(readme) == []
     meta = _front(readme)
     assert [c["config_name"] for c in meta["configs"]] == ["sap-de", "sap-hi", "sap-rejected"]
-    assert meta["configs"][0]["data_files"] == [{"split": "train", "path": "sap/de/train-*.parquet"}]
+    # the committed generation's exact files, so a reader never mixes two finalizes
+    de_shards = [s["path"] for s in manifest.recipes["sap"]["shards"] if s["group"] == "de"]
+    assert meta["configs"][0]["data_files"] == [{"split": "train", "path": de_shards}]
+    assert len(de_shards) == 2 and all(p.startswith("sap/de/train-") for p in de_shards)
     infos = {i["config_name"]: i for i in _infos(meta)}
     assert infos["sap-de"]["splits"][0]["num_examples"] == 5
     assert infos["sap-rejected"]["splits"][0]["num_examples"] == 4
@@ -164,7 +170,7 @@ def test_card_is_deterministic_and_written_atomically(tmp_path):
     assert (tmp_path / "README.md").read_bytes() == first
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
     assert dataset_configs(manifest) == [
-        {"config_name": "sap-de", "data_files": [{"split": "train", "path": "sap/de/train-*.parquet"}]}
+        {"config_name": "sap-de", "data_files": [{"split": "train", "path": [s["path"] for s in manifest.recipes["sap"]["shards"]]}]}
     ]
 
 
