@@ -29,7 +29,8 @@ import pytest
 
 from synth.config import load_config
 from synth.errors import EngineError
-from synth.pipeline import run_recipe
+from synth.pipeline import IncompleteRunError, run_recipe
+from synth.store.segments import SegmentStore
 from tests.bad_inputs.cli_harness import (
     CORPUS,
     error_line,
@@ -54,9 +55,10 @@ def _config(tmp_path: Path, url: str, name: str = "run", **engine: Any):
 
 
 def _rows(out: Path) -> list[tuple]:
-    """What a run produced, without the wall clock: (group, id, reason, summary, query) per row."""
+    """What a run produced, without the wall clock: (group, id, reason, summary, query, source_id, lang) per row."""
     return sorted(
-        (r["_group"], r["id"], r["reject_reason"], r["summary"], r["query"]) for r in shard_rows(out, "sap")
+        (r["_group"], r["id"], r["reject_reason"], r["summary"], r["query"], r["source_id"], r["lang"])
+        for r in shard_rows(out, "sap")
     )
 
 
@@ -91,7 +93,7 @@ def test_transient_faults_are_retried_and_the_run_completes(fault, baseline, fak
     fake_server.script(*[FAULTS[fault]] * 4)  # the first 4 requests fail once each (3 tries per request)
     started = time.monotonic()
     summary = run_recipe(_config(tmp_path, fake_server.url, timeout_s=1.0))
-    assert summary.batches_generated == summary.batches_total == LIMIT // BATCH
+    assert summary.units_generated == summary.units_total == LIMIT
     assert _rows(tmp_path / "run") == baseline
     assert len(fake_server.posts()) == LIMIT * (1 + len(LANGUAGES)) + 4, "every failed try was retried once"
     if fault == "http-429-retry-after":
@@ -99,7 +101,7 @@ def test_transient_faults_are_retried_and_the_run_completes(fault, baseline, fak
 
 
 @pytest.mark.timeout(120)
-def test_a_request_that_keeps_failing_is_a_rejected_row(baseline, fake_server, tmp_path):
+def test_a_request_that_keeps_failing_leaves_its_unit_not_done(baseline, fake_server, tmp_path):
     from synth.recipes.sap import SapRecipe
 
     config = _config(tmp_path, fake_server.url)
@@ -108,37 +110,44 @@ def test_a_request_that_keeps_failing_is_a_rejected_row(baseline, fake_server, t
     first, second = list(records)[1], list(records)[4]
     # one passage's summary and another passage's German query fail on every try
     fake_server.always(recipe.summary_request(records[first]).prompt, Reply(500, raw="model crashed"))
-    summary_of_second = next(r[3] for r in baseline if r[1] == _row_id(second, "de"))
+    summary_of_second = next(r[3] for r in baseline if r[1] == _row_id(second, "de", baseline))
     query = recipe.query_request(records[second], summary_of_second, "de").prompt
     fake_server.always(query, Reply(raw="not json at all"))
 
-    summary = run_recipe(config)
-    rows = _rows(tmp_path / "run")
-    assert len(rows) == len(baseline) == LIMIT * len(LANGUAGES), "a row went missing"
-    failed = {(r[1], r[2]) for r in rows if r[2] == "engine_error"}
-    assert failed == {(_row_id(first, "de"), "engine_error"), (_row_id(first, "zh"), "engine_error"),
-                      (_row_id(second, "de"), "engine_error")}
-    assert all(r[0] == "_rejected" for r in rows if r[2] == "engine_error")
-    unaffected = [r for r in rows if r[2] != "engine_error"]
-    assert unaffected == [r for r in baseline if (r[1], "engine_error") not in failed]
+    with pytest.raises(IncompleteRunError) as caught:
+        run_recipe(config)
+    summary = caught.value.summary
+    assert (summary.units_failed, summary.units_total) == (2, LIMIT)
+    assert "2 of 6 units failed" in str(caught.value) and "rerun" in str(caught.value)
     assert summary.usage["failed_calls"] == 2
+    rows = shard_rows(tmp_path / "run", "sap")
+    # a failed unit is not done: none of its rows is published, every other unit's rows are
+    assert {r["source_id"] for r in rows} == set(records) - {first, second}
+    assert not [r for r in rows if r["reject_reason"] == "engine_error"]
+    assert _rows(tmp_path / "run") == [r for r in baseline if r[1] in {x["id"] for x in rows}]
+    # the server recovers: the rerun asks only for what failed (an error is never stored as a result)
+    fake_server._by_prompt.clear()
+    before = len(fake_server.posts())
+    again = run_recipe(config)
+    # the first passage: its summary and both queries; the second: only its German query
+    assert again.units_generated == 2 and len(fake_server.posts()) - before == 4 == again.usage["calls"]
+    assert again.usage["reused"] == 2  # the second passage's summary and Chinese query
+    assert _rows(tmp_path / "run") == baseline
 
 
-def _row_id(source_id: str, lang: str) -> str:
-    from synth.recipes.base import stable_id
-
-    return stable_id(source_id, "sap", lang, "cross-lingual")
+def _row_id(source_id: str, lang: str, rows: list[tuple]) -> str:
+    return next(r[1] for r in rows if (r[5], r[6]) == (source_id, lang))
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("recipe", ["sap", "cod"])
 def test_every_request_failing_never_passes_an_empty_batch_on(recipe, fake_server, tmp_path):
-    """A reachable server that fails everything: the run either stops naming the endpoint, or completes with
-    every row rejected as engine_error — each input record still accounted for."""
+    """A reachable server that fails everything: every unit stays not done, nothing is published as data, and
+    the run ends with an error that counts them; a rerun would generate them all."""
     fake_server.script(*[Reply(503, raw="overloaded")] * 1000)
     if recipe == "sap":
         config = _config(tmp_path, fake_server.url, max_retries=1)
-        expected = LIMIT * len(LANGUAGES)
+        units = LIMIT
     else:
         path = tmp_path / "cod.yaml"
         path.write_text(
@@ -148,28 +157,22 @@ def test_every_request_failing_never_passes_an_empty_batch_on(recipe, fake_serve
             encoding="utf-8",
         )
         config = load_config(path, overrides={"input.limit": 2, "output.dir": str(tmp_path / "run")})
-        expected = 2
-    try:
+        units = 2
+    with pytest.raises(IncompleteRunError) as caught:
         run_recipe(config)
-    except EngineError as error:
-        assert fake_server.url in str(error)
-        return
-    rows = shard_rows(tmp_path / "run", recipe)
-    assert len(rows) == expected
-    assert {r["reject_reason"] for r in rows} == {"engine_error"} and {r["_group"] for r in rows} == {"_rejected"}
+    assert (caught.value.summary.units_failed, caught.value.summary.units_total) == (units, units)
+    assert shard_rows(tmp_path / "run", recipe) == []
+    assert len(SegmentStore(tmp_path / "run", recipe).done_keys()) == 0
 
 
 @pytest.mark.timeout(120)
-def test_a_server_that_never_answers_gives_engine_errors_in_bounded_time(fake_server, tmp_path):
+def test_a_server_that_never_answers_fails_every_unit_in_bounded_time(fake_server, tmp_path):
     fake_server.default_delay_s = 30.0
     started = time.monotonic()
-    try:
+    with pytest.raises(IncompleteRunError) as caught:
         run_recipe(_config(tmp_path, fake_server.url, timeout_s=0.5, max_retries=1))
-    except EngineError as error:  # also acceptable: stop, naming the endpoint
-        assert fake_server.url in str(error)
-    else:
-        rows = shard_rows(tmp_path / "run", "sap")
-        assert len(rows) == LIMIT * len(LANGUAGES) and {r["reject_reason"] for r in rows} == {"engine_error"}
+    assert caught.value.summary.units_failed == LIMIT
+    assert shard_rows(tmp_path / "run", "sap") == []
     assert time.monotonic() - started < 60
 
 
@@ -250,7 +253,7 @@ def test_endpoint_dies_mid_run_and_comes_back(baseline, flaky, tmp_path):
     server = flaky(die_after=CALLS_PER_BATCH, back_after_s=2.0)
     summary = run_recipe(_config(tmp_path, server.url, max_retries=6))
     assert server.deaths == 1
-    assert summary.batches_generated == summary.batches_total == LIMIT // BATCH
+    assert summary.units_generated == summary.units_total == LIMIT
     assert _rows(tmp_path / "run") == baseline
 
 
@@ -262,12 +265,11 @@ def test_endpoint_down_for_good_stops_naming_it_and_keeps_finished_batches(basel
     with pytest.raises(EngineError) as caught:
         run_recipe(config)
     assert server.url in str(caught.value) and "no endpoint reachable" in str(caught.value)
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert list(manifest["recipes"]["sap"]["batches"]) == ["00000"], "the finished batch was not kept"
-    assert not temp_files(out) and not (out / ".lock").exists()
+    assert len(SegmentStore(out, "sap").done_keys()) == BATCH, "the finished batch was not kept"
+    assert not temp_files(out) and not (out / ".lock").read_text()
     server.start()  # back on the same port: the rerun generates only what is missing
     summary = run_recipe(config)
-    assert (summary.batches_generated, summary.batches_total) == (2, 3)
+    assert (summary.units_generated, summary.units_total) == (LIMIT - BATCH, LIMIT)
     assert _rows(out) == baseline
 
 
@@ -285,10 +287,9 @@ def test_endpoint_down_through_the_cli_flow(baseline, flaky, tmp_path):
     proc = synth_cli("run", "sap", "--config", str(config_path), "--out", str(out), "--limit", str(LIMIT), timeout=300)
     line = error_line(proc, prefect_logs=True)
     assert server.url in line and "no endpoint reachable" in line
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert list(manifest["recipes"]["sap"]["batches"]) == ["00000"]
-    assert not temp_files(out) and not (out / ".lock").exists()
+    assert len(SegmentStore(out, "sap").done_keys()) == BATCH
+    assert not temp_files(out) and not (out / ".lock").read_text()
     server.start()
     summary = run_recipe(load_config(config_path, overrides={"input.limit": LIMIT, "output.dir": str(out)}))
-    assert (summary.batches_generated, summary.batches_total) == (2, 3)
+    assert (summary.units_generated, summary.units_total) == (LIMIT - BATCH, LIMIT)
     assert _rows(out) == baseline

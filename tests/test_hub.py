@@ -21,7 +21,7 @@ from huggingface_hub import DatasetCard, constants
 
 from synth.card import build_card, validate_card
 from synth.hub import HubError, PlannedFile, plan_commits, push
-from synth.shards import Manifest
+from synth.store.manifest import Manifest
 from tests.hub_server import HubStandIn
 from tests.test_card import make_output
 
@@ -242,7 +242,7 @@ def test_dry_run_touches_no_network_and_needs_no_token(hub, tmp_path, monkeypatc
 def test_incomplete_run_is_refused_unless_allowed(hub, tmp_path):
     make_output(tmp_path, languages=("de",), rows=3, rejected=0)
     manifest = Manifest(tmp_path)
-    manifest.begin("cod", "c0de", {"recipe": "cod"})  # a second recipe still running in the same output
+    manifest.set_status("cod", "running")  # a second recipe still running in the same output
     with pytest.raises(HubError, match=r"not every recipe is complete: cod \(running\).*--allow-incomplete"):
         push(tmp_path, REPO)
     with pytest.raises(HubError, match="not every recipe is complete"):

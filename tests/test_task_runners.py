@@ -76,7 +76,7 @@ def test_dask_runner_writes_the_same_rows_as_the_thread_runner(tmp_path: Path, e
     dask = run_flow(_config(tmp_path / "dask", "dask"))
 
     assert dask_submits == ["generate-batch"] * BATCHES, "the Dask run did not submit its batches to Dask"
-    assert thread["batches_generated"] == dask["batches_generated"] == BATCHES
+    assert thread["units_generated"] == dask["units_generated"] == LIMIT
     assert (thread["kept"], thread["rejected"]) == (dask["kept"], dask["rejected"])
     thread_rows, dask_rows = _rows(thread), _rows(dask)
     ids = [row["id"] for row in dask_rows]
@@ -94,5 +94,5 @@ def test_flow_loaded_from_its_entrypoint_uses_the_configured_dask_runner(
 
     flow = load_flow_from_entrypoint(f"{ROOT / 'flows' / 'entitycs.py'}:entitycs_flow")
     summary = flow(config=_config(tmp_path / "deployed", "dask"))
-    assert summary["batches_generated"] == BATCHES
+    assert summary["units_generated"] == LIMIT
     assert dask_submits == ["generate-batch"] * BATCHES, "runner.task_runner: dask was ignored"
