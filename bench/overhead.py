@@ -257,7 +257,7 @@ def run(ctx: Context) -> Result:
     result.goal("pipeline/raw output tokens/s (wall, ABBA: 2 raw + 2 flow runs)", ratio, GOAL)
     result.goal("share of the flow's wall time spent in engine.generate (within-run, load-insensitive)", within, GOAL)
     result.add("passages × languages (SAP cross-lingual, default model)", f"{passages} × {len(LANGUAGES)} ({', '.join(LANGUAGES)})")
-    result.add("batches (runner.batch_size)", f"{pipe['summary']['batches_total']} ({config.runner.batch_size})")
+    result.add("units (runner.batch_size)", f"{pipe['summary']['units_total']} ({config.runner.batch_size})")
     result.add("raw runs: wall s (each)", " / ".join(f"{r['wall_s']:.2f}" for r in raws))
     result.add("flow runs: wall s (each)", " / ".join(f"{p['wall_s']:.2f}" for p in pipes))
     result.add("raw (last run): wall s / generate s / CPU s", f"{raw['wall_s']:.2f} / {raw['generate_s']:.2f} / {raw['cpu_s']:.2f}")

@@ -62,7 +62,7 @@ def run(ctx: Context) -> Result:
         "from flows.runner import run_flow\n"
         "c=SapConfig.model_validate_json(open(sys.argv[1]).read())\n"
         "s=run_flow(c)\n"
-        "print('RESULT', json.dumps({'generated': s['batches_generated'], 'in_process_s': time.perf_counter()-t}))\n"
+        "print('RESULT', json.dumps({'generated': s['units_generated'], 'in_process_s': time.perf_counter()-t}))\n"
     )
     env = {**ORIGINAL_ENV, "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
     log("resume: rerun in a fresh process…")
@@ -78,14 +78,14 @@ def run(ctx: Context) -> Result:
     result.goal("LLM calls made by the reruns (prompt tokens sent)", float(calls_tokens), 0.0, higher_is_better=False)
     result.add("first run", source)
     result.add("first run wall s (engine start excluded)", first_wall)
-    result.add("rerun: batches generated (flow / run_recipe)", f"{summary['batches_generated']} / {lib_summary.batches_generated}")
+    result.add("rerun: units generated (flow / run_recipe)", f"{summary['units_generated']} / {lib_summary.units_generated}")
     result.add("rerun wall s: flow (Prefect) / run_recipe (no Prefect)", f"{t_flow.wall_s:.3f} / {t_lib.wall_s:.3f}")
     result.add("rerun / first: run_recipe", t_lib.wall_s / first_wall)
     if fresh is not None:
         result.add("rerun in a fresh process: total wall s (interpreter, imports, Prefect server) / after imports",
                    f"{t_cli.wall_s:.2f} / {fresh['in_process_s']:.2f}")
         result.add("fresh-process rerun / (first run + engine start)", t_cli.wall_s / (first_wall + (ctx.engine_start_s or 0)))
-        result.add("fresh-process rerun: batches generated", fresh["generated"])
+        result.add("fresh-process rerun: units generated", fresh["generated"])
     else:
         result.notes.append(f"fresh-process rerun failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:] }")
     result.notes.append(

@@ -1,17 +1,17 @@
-"""4. Shard store: zstd Parquet write throughput through ``synth.shards``, and peak RSS against input size.
+"""4. The store: hot-path write throughput, ledger cost per unit as the run grows, driver peak RSS vs input size.
 
 Write throughput: SAP-shaped rows (the SAP schema plus provenance columns, real passages and questions with
-their words shuffled per row so that zstd cannot just dedupe repeats) written as the pipeline does — one part
-per batch through ``write_batch_parts`` (atomic rename, fsync, sha256), then ``finalize_group`` rebuilding the
-final shard(s) from the parts — against bare ``pyarrow.parquet.write_table`` of the same table with zstd in one
-go. MB are Arrow in-memory bytes.
+their words shuffled per row so that zstd cannot just dedupe repeats) committed as the worker does — one ledger
+segment per batch through ``SegmentStore.commit`` (rows file + units file, each a temp file fsynced and renamed)
+— against bare ``pyarrow.parquet.write_table`` of the same batch tables to plain files. Goal ≥ 0.8.
 
-Peak RSS: the EntityCS recipe with its LLM passes off (a real recipe with no engine, so the pipeline, not the LLM,
-is the bottleneck) through ``run_recipe`` on a small and a large generated input (the shipped linked sentences
-repeated with unique ``sentence_id``s), each in its own process; the peak is that child's ``VmHWM`` (its own
-address space's high-water mark; ``ru_maxrss`` from ``wait4`` keeps the parent's RSS copied at fork, which with
-a vLLM engine in the parent is GBs). Goal: the large run's peak RSS within 10 % of the small run's (no growth with input size). The
-driver's duplicate-id ``seen`` set grows with the input: its size per million ids is measured here too.
+Ledger cost per unit: the wall time of committing a 16-unit batch when the ledger already holds 10k units and
+when it holds 1M (goal: ratio ≤ 1.5; a rewrite-the-manifest design grows linearly), and the one-off cost of
+reading the done-set at run start at both sizes.
+
+Driver peak RSS: the EntityCS driver (``RecipeRun``: lock, fingerprint, the planning pass that hashes every
+record, the streaming pass that batches the pending ones) over 10k and 1M generated input records in a child
+process each, batches dropped instead of generated, so the figure is the driver's own. Goal: ratio ≤ 1.2.
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ import json
 import random
 import shutil
 import sys
-import tracemalloc
+import time
 from pathlib import Path
 
 from bench.common import ORIGINAL_ENV, PASSAGES, ROOT, SENTENCES, WORK, Context, Result, log, peak_rss_of, timed
 
 NAME = "shards"
-TITLE = "4. Shard store: write throughput and peak RSS vs input size"
-GOAL_RSS_GROWTH = 1.10
-ROWS_PER_PART = 1024  # EntityCS's default batch of 256 sentences gives ~1,000 rows per part
+TITLE = "4. Store: hot-path writes, ledger cost per unit, driver RSS vs input size"
+GOAL_WRITE = 0.8
+GOAL_LEDGER = 1.5
+GOAL_RSS_GROWTH = 1.2
+ROWS_PER_BATCH = 1024  # a 256-sentence EntityCS batch gives ~1,000 rows
 
 
 def sap_table(n: int):
@@ -69,52 +71,77 @@ def sap_table(n: int):
 
 
 def write_throughput(ctx: Context, result: Result) -> None:
+    import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from synth.shards import ShardSpec, finalize_group, write_batch_parts
+    from synth.store.segments import UNIT_COLUMN, SegmentStore
 
-    n = ctx.n(100_000)
-    log(f"shards: building {n:,} SAP-shaped rows…")
-    table = sap_table(n)
+    rows = ctx.n(50_000, minimum=ROWS_PER_BATCH)
+    log(f"shards: building {rows:,} SAP-shaped rows…")
+    table = sap_table(rows)
+    table = table.append_column(UNIT_COLUMN, pa.array(np.arange(rows, dtype=np.uint64)))
+    batches = [table.slice(i, ROWS_PER_BATCH) for i in range(0, rows, ROWS_PER_BATCH)]
+    base = WORK / "store-write"
+    best = {"bare": float("inf"), "store": float("inf")}
+    for _ in range(3):  # alternate, best of 3 each: the box's load cancels
+        shutil.rmtree(base, ignore_errors=True)
+        (base / "bare").mkdir(parents=True)
+        with timed() as t_bare:
+            for i, batch in enumerate(batches):
+                pq.write_table(batch, base / "bare" / f"{i:05d}.parquet", compression="zstd")
+        best["bare"] = min(best["bare"], t_bare.wall_s)
+        store = SegmentStore(base / "out", "sap")
+        with timed() as t_store:
+            for batch in batches:
+                keys = batch.column(UNIT_COLUMN).to_pylist()
+                store.commit(batch, [(k, str(k)) for k in keys], {"calls": 0})
+        best["store"] = min(best["store"], t_store.wall_s)
     mb = table.nbytes / 1e6
-    base = WORK / "shards-write"
-    shutil.rmtree(base, ignore_errors=True)
-    (base / "bare").mkdir(parents=True)
-    # Order bare, polysynth, bare: the mean of the two bare runs brackets the polysynth run.
-    bare_times = []
-    poly = None
-    for kind in ("bare", "polysynth", "bare"):
-        if kind == "bare":
-            path = base / "bare" / f"all-{len(bare_times)}.parquet"
-            with timed() as t:
-                pq.write_table(table, path, compression="zstd")
-            bare_times.append(t.wall_s)
-            bare_bytes = path.stat().st_size
-        else:
-            out = base / "out"
-            parts = []
-            with timed() as t:
-                for index, start in enumerate(range(0, n, ROWS_PER_PART)):
-                    parts += write_batch_parts(out, "sap", index, {"de": table.slice(start, ROWS_PER_PART)})
-                with timed() as t_final:
-                    shards = finalize_group(out, "sap", "de", [p["path"] for p in parts], ShardSpec(50_000, 256 * 2**20))
-            poly = t
-            poly_final = t_final.wall_s
-            poly_bytes = sum(s["bytes"] for s in shards)
-            row_groups = sum(pq.ParquetFile(out / s["path"]).num_row_groups for s in shards)
-    bare_s = sum(bare_times) / len(bare_times)
-    result.add("rows / Arrow MB / part size (rows)", f"{n:,} / {mb:,.1f} / {ROWS_PER_PART:,}")
-    result.add("bare pyarrow write_table zstd: MB/s", mb / bare_s)
-    result.add("polysynth parts + finalize: MB/s (end to end)", mb / poly.wall_s)
-    result.add("polysynth: parts s / finalize s", f"{poly.wall_s - poly_final:.2f} / {poly_final:.2f}")
-    result.add("polysynth / bare throughput", bare_s / poly.wall_s)
-    result.add("on-disk MB: bare / polysynth shards", f"{bare_bytes / 1e6:.1f} / {poly_bytes / 1e6:.1f}")
-    result.add("row groups: bare / polysynth final shards", f"{pq.ParquetFile(base / 'bare' / 'all-0.parquet').num_row_groups} / {row_groups}")
+    result.goal("hot-path write throughput / bare pyarrow", best["bare"] / best["store"], GOAL_WRITE)
+    result.add("MB/s: bare pyarrow / ledger commit", f"{mb / best['bare']:.1f} / {mb / best['store']:.1f}")
+    result.add("rows, rows per batch", f"{rows:,}, {ROWS_PER_BATCH}")
     result.notes.append(
-        "polysynth writes every row twice (a durable per-batch part, then the final shard rebuilt from the parts), "
-        "each file fsynced and hashed (sha256), which is the price of resumability; the bare baseline writes once."
+        "A row is written once on the hot path (the segment's rows file); the units file is the commit marker. "
+        "The final shards are written at finalize, off the hot path."
     )
     shutil.rmtree(base, ignore_errors=True)
+
+
+def ledger_cost(ctx: Context, result: Result) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from synth.store.segments import UNIT_COLUMN, SegmentStore
+
+    sizes = (ctx.n(10_000), ctx.n(1_000_000))
+    small_rows = pa.table({"lang": ["de"] * 16, UNIT_COLUMN: pa.array(np.arange(16, dtype=np.uint64))})
+    figures = {}
+    for n in sizes:
+        base = WORK / f"store-ledger-{n}"
+        shutil.rmtree(base, ignore_errors=True)
+        store = SegmentStore(base, "entitycs")
+        # fill the ledger with n units in big segments (what compaction leaves behind)
+        rng = np.random.default_rng(0)
+        for start in range(0, n, 100_000):
+            keys = rng.integers(0, 2**63, size=min(100_000, n - start), dtype=np.uint64)
+            store.commit(pa.table({"lang": ["de"] * len(keys), UNIT_COLUMN: pa.array(keys)}), [(int(k), "s") for k in keys], {})
+        per_commit = []
+        for i in range(30):
+            keys = rng.integers(0, 2**63, size=16, dtype=np.uint64)
+            started = time.perf_counter()
+            store.commit(small_rows, [(int(k), f"s{i}") for k in keys], {"calls": 16})
+            per_commit.append(time.perf_counter() - started)
+        with timed() as t_load:
+            done = store.done_keys()
+        figures[n] = {"per_unit_s": sorted(per_commit)[len(per_commit) // 2] / 16, "load_s": t_load.wall_s, "done": len(done)}
+        shutil.rmtree(base, ignore_errors=True)
+    small, large = (figures[n] for n in sizes)
+    result.goal(f"ledger cost per unit at {sizes[1]:,} / {sizes[0]:,} units", large["per_unit_s"] / small["per_unit_s"],
+                GOAL_LEDGER, higher_is_better=False)
+    for n in sizes:
+        result.add(f"{n:,} units: µs to record one unit (median of 30 16-unit commits) / s to read the done-set",
+                   f"{figures[n]['per_unit_s'] * 1e6:.0f} / {figures[n]['load_s']:.3f}")
 
 
 def make_sentences(path: Path, n: int) -> None:
@@ -132,77 +159,49 @@ CHILD = """
 import json, sys, time
 t = time.perf_counter()
 from synth.config import load_config
-from synth.pipeline import run_recipe
+from synth.pipeline import RecipeRun
 config = load_config(sys.argv[1], recipe="entitycs", overrides={"input.path": sys.argv[2], "output.dir": sys.argv[3]})
-summary = run_recipe(config)
-rows = sum(summary.kept.values()) + sum(summary.rejected.values())
+batches = records = 0
+with RecipeRun(config) as run:
+    for batch in run.pending_batches():  # dropped, not generated: the driver's own memory
+        batches += 1
+        records += len(batch.records)
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
-print("RESULT " + json.dumps({"rows": rows, "batches": summary.batches_total, "wall_s": time.perf_counter() - t,
+print("RESULT " + json.dumps({"records": records, "batches": batches, "wall_s": time.perf_counter() - t,
       "vmhwm_mib": int(status["VmHWM"].split()[0]) / 1024}))
 """
 
 
 def rss_growth(ctx: Context, result: Result) -> None:
-    sizes = (ctx.n(5_000), ctx.n(100_000))  # 1M rows: --scale 10
+    sizes = (ctx.n(10_000), ctx.n(1_000_000))
     config = ROOT / "data" / "configs" / "entitycs.yaml"
     env = {**ORIGINAL_ENV, "HF_HUB_OFFLINE": "1"}
     figures = {}
     for n in sizes:
-        data = WORK / "shards-rss" / f"sentences-{n}.jsonl"
-        out = WORK / "shards-rss" / f"out-{n}"
+        data = WORK / "store-rss" / f"sentences-{n}.jsonl"
+        out = WORK / "store-rss" / f"out-{n}"
         make_sentences(data, n)
         shutil.rmtree(out, ignore_errors=True)
-        log(f"shards: EntityCS run_recipe on {n:,} sentences in a child process…")
+        log(f"shards: EntityCS driver over {n:,} sentences in a child process…")
         code, rss, wall, tail = peak_rss_of([sys.executable, "-c", CHILD, str(config), str(data), str(out)], env=env, cwd=ROOT)
         line = next((l for l in tail.splitlines() if l.startswith("RESULT ")), None)
         if code != 0 or line is None:
-            raise RuntimeError(f"EntityCS run on {n} sentences failed (exit {code}): {tail[-500:]}")
-        info = json.loads(line[7:])
-        manifest = out / "manifest.json"
-        # VmHWM of the child's own address space: ru_maxrss would include the pages of this (large) parent that
-        # the child had between fork and exec, as Linux keeps ru_maxrss across exec.
-        figures[n] = {**info, "peak_rss_mib": info["vmhwm_mib"], "rusage_mib": rss, "proc_wall_s": wall,
-                      "manifest_kib": manifest.stat().st_size / 1024}
-        # One manifest save at the final size (the pipeline rewrites it after every batch).
-        from synth.shards import Manifest
-
-        loaded = Manifest(out)
-        with timed() as t_save:
-            loaded.save()
-        figures[n]["manifest_save_s"] = t_save.wall_s
+            raise RuntimeError(f"EntityCS driver on {n} sentences failed (exit {code}): {tail[-500:]}")
+        figures[n] = json.loads(line[7:])
         shutil.rmtree(out, ignore_errors=True)
         data.unlink()
     small, large = (figures[n] for n in sizes)
-    growth = large["peak_rss_mib"] / small["peak_rss_mib"]
-    result.goal(f"peak RSS {sizes[1]:,} / {sizes[0]:,} input rows", growth, GOAL_RSS_GROWTH, higher_is_better=False)
+    result.goal(f"driver peak RSS {sizes[1]:,} / {sizes[0]:,} input records", large["vmhwm_mib"] / small["vmhwm_mib"],
+                GOAL_RSS_GROWTH, higher_is_better=False)
     for n in sizes:
         f = figures[n]
-        result.add(f"{n:,} sentences: peak RSS MiB / output rows / batches / wall s",
-                   f"{f['peak_rss_mib']:,.0f} / {f['rows']:,} / {f['batches']:,} / {f['wall_s']:.1f}")
-        result.add(f"{n:,} sentences: sentences/s, manifest KiB, one manifest save at that size s",
-                   f"{n / f['wall_s']:,.0f}, {f['manifest_kib']:,.0f}, {f['manifest_save_s']:.3f}")
-    last = figures[sizes[1]]
-    estimate = last["batches"] * last["manifest_save_s"] / 2  # saves grow linearly: the mean is half the last
-    result.add(f"manifest rewrites over the {sizes[1]:,}-sentence run (≈ batches × last save / 2) s, share of its wall",
-               f"{estimate:.1f}, {estimate / last['wall_s']:.1%}")
-    # The duplicate-id set of RecipeRun.all_batches: its memory per million ids of this input's shape.
-    ids = [f"{i % 400}-s{i % 997}-r{i // 400}" for i in range(200_000)]
-    tracemalloc.start()
-    seen = set(ids)
-    current, _ = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    ids_bytes = sum(sys.getsizeof(i) for i in ids)
-    per_million = (current + ids_bytes) / len(seen) * 1e6 / 2**20
-    result.add("RecipeRun `seen` set: MiB per million source ids (set + the id strings it keeps alive)", per_million)
-    result.notes.append(
-        f"The `seen` set grows linearly: ~{per_million:,.0f} MiB per million input records "
-        f"(~{per_million * sizes[1] / 1e6:,.0f} MiB at {sizes[1]:,}), and the manifest grows by one entry per batch "
-        "and is rewritten (JSON, fsync) after every batch, so its cost per batch grows with the run."
-    )
+        result.add(f"{n:,} records: driver peak RSS MiB / batches / wall s (two streaming passes)",
+                   f"{f['vmhwm_mib']:,.0f} / {f['batches']:,} / {f['wall_s']:.1f}")
 
 
 def run(ctx: Context) -> Result:
     result = Result(NAME, TITLE)
     write_throughput(ctx, result)
+    ledger_cost(ctx, result)
     rss_growth(ctx, result)
     return result

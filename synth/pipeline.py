@@ -142,7 +142,7 @@ class _Worker:
         if recipe_cls(config, None, None).needs_engine:
             from synth.llm import get_engine
 
-            self.cache = CachingEngine(get_engine(config.engine))
+            self.cache = CachingEngine(lambda: get_engine(config.engine))
         self.recipe: Recipe = recipe_cls(config, self.cache, LanguageIdentifier(config.lid))
         self.schema = pa.schema(list(self.recipe.schema()) + PROVENANCE_FIELDS)
         self.store_schema = self.schema.append(pa.field(UNIT_COLUMN, pa.uint64()))
@@ -225,11 +225,11 @@ def served_model(config: RunConfigBase, needs_engine: bool) -> str:
         from synth.llm.model import resolve_model, served_model_name
 
         return served_model_name(resolve_model(engine.model))
-    if engine.model:
-        return engine.model
     from synth.llm.openai_engine import list_served_models
 
-    return list_served_models(engine)[0]
+    # Also the preflight of an OpenAI-compatible endpoint: reachable, key accepted, model served.
+    served = list_served_models(engine)
+    return engine.model or served[0]
 
 
 class RecipeRun:
@@ -287,7 +287,10 @@ class RecipeRun:
 
         ``synth run`` calls it before starting Prefect, so these errors are one line on stderr.
         """
-        self._recipe().validate()
+        probe = self._recipe()
+        probe.validate()
+        if self.config.engine.backend == "openai":
+            served_model(self.config, probe.needs_engine)
         self.lock.check()
         check_writable(self.out)
         if (self.out / "manifest.json").exists():

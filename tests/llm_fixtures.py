@@ -74,6 +74,7 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._script: list[Reply] = []
         self._by_prompt: dict[str, Reply] = {}
+        self.models_reply: Reply | None = None  # what GET /v1/models answers (None: the model list)
         self.seen: list[Seen] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -136,6 +137,8 @@ class FakeOpenAIServer:
             self.seen.append(seen)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if seen.path.endswith("/models"):  # the model listing (preflight) has its own reply, never the script's
+                return self.models_reply or Reply()
             prompt = seen.body.get("prompt") if isinstance(seen.body, dict) else None
             if prompt in self._by_prompt:
                 return self._by_prompt[prompt]

@@ -197,6 +197,14 @@ class FlakyServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the model listing of the preflight
+                payload = json.dumps(completion_body(self.path, None)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
                 payload = json.dumps(completion_body(self.path, body)).encode()
@@ -250,7 +258,8 @@ def flaky():
 
 @pytest.mark.timeout(120)
 def test_endpoint_dies_mid_run_and_comes_back(baseline, flaky, tmp_path):
-    server = flaky(die_after=CALLS_PER_BATCH, back_after_s=2.0)
+    # dies inside the second batch's query step, with requests in flight (not at a batch boundary)
+    server = flaky(die_after=CALLS_PER_BATCH + 3, back_after_s=2.0)
     summary = run_recipe(_config(tmp_path, server.url, max_retries=6))
     assert server.deaths == 1
     assert summary.units_generated == summary.units_total == LIMIT
@@ -293,3 +302,43 @@ def test_endpoint_down_through_the_cli_flow(baseline, flaky, tmp_path):
     summary = run_recipe(load_config(config_path, overrides={"input.limit": LIMIT, "output.dir": str(out)}))
     assert (summary.units_generated, summary.units_total) == (LIMIT - BATCH, LIMIT)
     assert _rows(out) == baseline
+
+
+# --- failures no retry can fix: the run stops at once, in one line --------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_401_server_stops_the_cli_in_seconds_with_one_line(fake_server, tmp_path):
+    fake_server.models_reply = Reply(401, raw='{"error": "invalid api key"}')
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(sap_config_text(PASSAGES, fake_server.url, languages=list(LANGUAGES), batch_size=BATCH))
+    out = tmp_path / "out"
+    started = time.monotonic()
+    proc = synth_cli("run", "sap", "--config", str(config_path), "--out", str(out), "--limit", str(LIMIT), timeout=60)
+    line = error_line(proc)
+    assert proc.returncode == 2 and time.monotonic() - started < 30
+    assert fake_server.url in line and "HTTP 401" in line and "OPENAI_API_KEY" in line
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert fake_server.posts() == [] and not out.exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_model_the_server_does_not_serve_is_named_with_what_it_serves(fake_server, tmp_path):
+    config = _config(tmp_path, fake_server.url)
+    config = config.model_copy(update={"engine": config.engine.model_copy(update={"model": "llama-70b"})})
+    with pytest.raises(EngineError, match=r"model 'llama-70b' is not served; the server serves: fake-model"):
+        run_recipe(config)
+    assert fake_server.posts() == []
+
+
+@pytest.mark.timeout(60)
+def test_a_401_in_the_middle_of_a_run_stops_it_at_the_first_occurrence(fake_server, tmp_path):
+    """The key is revoked after the preflight: the first 401 stops the run, finished units are kept."""
+    config = _config(tmp_path, fake_server.url, max_retries=3)
+    run_recipe(config.model_copy(update={"input": config.input.model_copy(update={"limit": BATCH})}))
+    fake_server.script(*[Reply(401, raw="revoked")] * 100)
+    before = len(fake_server.posts())
+    with pytest.raises(EngineError, match=r"HTTP 401.*set OPENAI_API_KEY"):
+        run_recipe(config)
+    assert len(fake_server.posts()) - before <= CALLS_PER_BATCH, "the run went on after the first 401"
+    assert len(SegmentStore(tmp_path / "run", "sap").done_keys()) == BATCH

@@ -56,6 +56,38 @@ def test_sap_cli_run_calls_rows_and_rerun(tmp_path):
 
     second = _synth(*args)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "batches generated 0/1" in second.stdout
+    assert "units generated 0/2" in second.stdout
     again = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]
-    assert again["totals"]["usage"]["calls"] == 6
+    assert again["totals"]["usage"]["calls"] == 0 and again["shards"] == state["shards"]
+
+
+def test_sap_adding_a_language_reuses_summaries_and_a_lid_change_calls_nothing(tmp_path):
+    """What a user sees when a finished run grows by a language, then gets a stricter LID threshold."""
+    import yaml
+
+    out = tmp_path / "out"
+    base = ["run", "sap", "--config", str(DATA_DIR / "configs" / "sap.yaml"), "--limit", "3", "--out", str(out)]
+    first = _synth(*base, "--languages", "de")
+    assert first.returncode == 0, first.stderr[-3000:]
+    grown = _synth(*base, "--languages", "de,zh")
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    usage = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]["totals"]["usage"]
+    # the summaries and the German queries are stored generations: only the 3 Chinese queries reach the model
+    assert usage["per_step"] == {"summary": 0, "query": 3} and usage["reused"] == 3 + 3
+    assert "units generated 3/3 · LLM calls 3" in grown.stdout
+    rows = [r for shard in json.loads((out / "manifest.json").read_text())["recipes"]["sap"]["shards"]
+            for r in pl.read_parquet(out / shard["path"]).to_dicts()]
+    assert sorted(r["lang"] for r in rows) == ["de"] * 3 + ["zh"] * 3
+
+    strict = yaml.safe_load((DATA_DIR / "configs" / "sap.yaml").read_text())
+    strict["input"]["path"] = str(DATA_DIR / "samples" / "wiki_passages.jsonl")
+    strict["lid"]["threshold"] = 0.99
+    strict_path = tmp_path / "strict.yaml"
+    strict_path.write_text(yaml.safe_dump(strict))
+    refiltered = _synth("run", "sap", "--config", str(strict_path), "--limit", "3", "--languages", "de,zh", "--out", str(out))
+    assert refiltered.returncode == 0, refiltered.stderr[-3000:]
+    state = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]
+    assert state["totals"]["usage"]["calls"] == 0 and state["totals"]["usage"]["reused"] == 3 + 6
+    reasons = state["totals"]["reject_reasons"]
+    assert sum(state["totals"]["kept"].values()) + sum(state["totals"]["rejected"].values()) == 6
+    assert sum(state["totals"]["kept"].values()) <= sum(1 for r in rows if r.get("reject_reason") is None)

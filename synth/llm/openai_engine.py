@@ -59,7 +59,16 @@ class _RetryableError(Exception):
 
 
 class _FatalError(Exception):
-    """A failure that another try would repeat (HTTP 400, 404, ...)."""
+    """A failure that another try would repeat (HTTP 400, 404, ...); ``status`` is the HTTP status, if any."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+# Statuses no request of this run can get past: the run stops at the first one instead of failing every unit.
+RUN_STOPPING = {401: "set {key} to a valid API key", 403: "set {key} to a key allowed to use this model",
+                404: "check engine.model against the server's GET /v1/models"}
 
 
 @dataclass
@@ -183,6 +192,9 @@ class OpenAIEngine:
                 result.latency_s = time.monotonic() - started
                 return result, False
             except _FatalError as exc:
+                if exc.status in RUN_STOPPING:
+                    fix = RUN_STOPPING[exc.status].format(key=self.config.api_key_env)
+                    raise EngineError(f"{endpoint.url}: {exc}; {fix}") from None
                 error, unreachable = f"{endpoint.url}: {exc}", False
                 break
             except _RetryableError as exc:
@@ -230,7 +242,7 @@ class OpenAIEngine:
                 f"HTTP {response.status_code}: {_excerpt(response.text)}", retry_after=_retry_after(response)
             )
         if response.status_code >= 400:
-            raise _FatalError(f"HTTP {response.status_code}: {_excerpt(response.text)}")
+            raise _FatalError(f"HTTP {response.status_code}: {_excerpt(response.text)}", status=response.status_code)
         try:
             return response.json()
         except ValueError:
@@ -321,4 +333,6 @@ def list_served_models(config: EngineConfig) -> list[str]:
         raise EngineError(f"{url}: /v1/models answered no model list: {_excerpt(response.text)}") from None
     if not models:
         raise EngineError(f"{url}: the server lists no model")
+    if config.model and config.model not in models:
+        raise EngineError(f"{url}: model {config.model!r} is not served; the server serves: {', '.join(models)}")
     return models

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -46,14 +46,22 @@ class CachingEngine:
     call :meth:`flush` after each batch to store what the model generated.
     """
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, start_engine: Callable[[], Engine]):
+        # Started on the first miss: a run answered wholly from stored generations never loads the model.
+        self._start_engine = start_engine
+        self._engine: Engine | None = None
         self.directory: Path | None = None
         self._run_id: str | None = None
         self._index: tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]] | None = None
         self._tables: OrderedDict[Path, pa.Table] = OrderedDict()
         self._new: list[tuple[int, Result]] = []
         self._model: str | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = self._start_engine()
+        return self._engine
 
     @property
     def model_name(self) -> str:
@@ -145,8 +153,11 @@ class CachingEngine:
         self._new = []
 
     def close(self) -> None:
-        self.engine.close()
+        if self._engine is not None:
+            self._engine.close()
 
     def __getattr__(self, name: str):
         # Anything else (prefix_cache_stats, start_s, …) is the wrapped engine's.
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self.engine, name)
