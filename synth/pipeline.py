@@ -47,7 +47,7 @@ from synth.store.lock import OutputLock
 from synth.store.manifest import Manifest, now_iso
 from synth.store.segments import UNIT_COLUMN, SegmentStore, new_segment_id
 from synth.store.shards import REJECTED, ShardSpec, delete_other_generations, generation_id, write_generation
-from synth.store.units import KeyBuffer, KeySet, key_hex, row_fingerprint, source_key, unit_key
+from synth.store.units import KeyBuffer, KeySet, first_of_runs, key_hex, row_fingerprint, source_key, unit_key
 
 # The input field each recipe takes its source ids from (named in the duplicated-id error).
 ID_FIELDS = {"sap": "id", "entitycs": "sentence_id", "cod": "dialogue_id"}
@@ -316,9 +316,11 @@ class RecipeRun:
             sources.append(source_key(str(record["source_id"])))
         if not len(keys):
             raise InputError("no input records (the input is empty)", file=self._source())
-        unique, counts = np.unique(sources.array(), return_counts=True)
-        if (counts > 1).any():
-            self._raise_duplicate(set(unique[counts > 1].tolist()))
+        ids = sources.array()
+        ids.sort()
+        repeated = ~first_of_runs(ids)
+        if repeated.any():
+            self._raise_duplicate(set(ids[repeated].tolist()))
         return keys.array()
 
     def _raise_duplicate(self, duplicated: set[int]) -> None:
@@ -338,8 +340,7 @@ class RecipeRun:
 
     def plan(self) -> None:
         """Learn the wanted units (every input record under this fingerprint) and which the ledger holds."""
-        keys = self._scan(lambda record: unit_key(self.fingerprint, record))
-        self.wanted = KeySet(keys)
+        self.wanted = KeySet(self._scan(lambda record: unit_key(self.fingerprint, record)), owned=True)
         self.done = self.store.done_keys()
         self.units_total = len(self.wanted)
         self.units_pending = int((~self.done.contains(self.wanted.keys)).sum())

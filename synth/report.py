@@ -66,6 +66,7 @@ def report_data(out) -> dict:
     from pathlib import Path
 
     from synth.store.manifest import Manifest
+    from synth.store.segments import SegmentStore
 
     out = Path(out)
     manifest = Manifest(out)
@@ -83,7 +84,9 @@ def report_data(out) -> dict:
             bucket[row["lang"]] = bucket.get(row["lang"], 0) + 1
             if not row["kept"]:
                 reasons[row["reject_reason"]] = reasons.get(row["reject_reason"], 0) + 1
-        batches = [state["batches"][key] for key in sorted(state["batches"])]
+        # per ledger segment (a committed batch), oldest first: what the model spent on it
+        store = SegmentStore(out, recipe)
+        batches = [store.usage(sid) for sid in store.segments()]
         data["recipes"][recipe] = {
             "status": state["status"],
             "kept": kept,
@@ -91,8 +94,8 @@ def report_data(out) -> dict:
             "reasons": reasons,
             "lid_scores": [r["lid_score"] for r in rows if r["lid_score"] is not None],
             "lengths": [len(r[text_column].split()) for r in rows if text_column and r.get(text_column)],
-            "batch_tokens": [b["usage"]["completion_tokens"] for b in batches],
-            "batch_wall_s": [b["wall_s"] for b in batches],
+            "batch_tokens": [b.get("completion_tokens", 0) for b in batches],
+            "batch_wall_s": [b.get("generate_s", 0.0) for b in batches],
             "usage": state.get("totals", {}).get("usage", {}),
         }
     return data
