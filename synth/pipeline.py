@@ -124,7 +124,7 @@ class IncompleteRunError(SynthError):
     def __init__(self, summary: RunSummary):
         self.summary = summary
         super().__init__(
-            f"{summary.units_failed} of {summary.units_total} units failed ({summary.failure}); "
+            f"{summary.units_failed} of {summary.units_total} units failed after retries (last error: {summary.failure}); "
             "their rows are not written and a rerun generates only them; finished work is kept",
             file=summary.out,
         )
@@ -162,6 +162,7 @@ def process_batch(config: RunConfigBase, out: Path | str, batch: Batch) -> Batch
     worker = _worker(config.model_dump_json(), config.recipe)
     if worker.cache is not None:
         worker.cache.bind(Path(out), config.recipe, batch.run_id, batch.model)
+        worker.cache.last_error = None
     usage = Usage()
     try:
         rows = worker.recipe.process(batch.records, usage)
@@ -212,7 +213,7 @@ def process_batch(config: RunConfigBase, out: Path | str, batch: Batch) -> Batch
         rejected=rejected,
         usage=usage.as_dict(),
         wall_s=time.perf_counter() - started,
-        failure=next(iter(failed.values()), None),
+        failure=(worker.cache.last_error if worker.cache is not None else None) or next(iter(failed.values()), None),
     )
 
 

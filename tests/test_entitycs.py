@@ -281,6 +281,42 @@ def test_llm_label_fallback_prompt_and_parsing(tmp_path):
     assert usage.calls == 2
 
 
+class FailsOnceEngine:
+    """Fails every request of its first ``generate`` call, then answers ``answer``."""
+
+    model_name = "fails-once"
+
+    def __init__(self, answer: str):
+        self.answer = answer
+        self.calls: list[list] = []
+
+    def generate(self, requests):
+        self.calls.append(list(requests))
+        if len(self.calls) == 1:
+            return [Result(request.id, error="boom") for request in requests]
+        return [Result(request.id, text=f" {self.answer}\n", finish_reason="stop") for request in requests]
+
+
+def _kyoto_fallback(tmp_path, engine) -> EntityCSRecipe:
+    lexicon = write_lexicon(tmp_path / "lex.parquet", {"Japan": {"de": "Japan"}, "Kyoto": {}})
+    path = write_jsonl(tmp_path / "in.jsonl", [sentence("a", "Kyoto is in Japan.", ("Kyoto", "Kyoto"), ("Japan", "Japan"))])
+    return make_recipe(path, ["de"], engine=engine, lexicon=str(lexicon), llm_label_fallback=True)
+
+
+def test_a_failed_llm_label_is_rejected_as_engine_error(tmp_path):
+    recipe = _kyoto_fallback(tmp_path, FailsOnceEngine("Kioto"))
+    [row] = run(recipe)
+    assert row["reject_reason"] == "llm_label_engine_error"
+
+
+def test_a_failed_llm_label_is_asked_again_by_the_next_batch(tmp_path):
+    engine = FailsOnceEngine("Kioto")
+    recipe = _kyoto_fallback(tmp_path, engine)
+    run(recipe)
+    [row] = run(recipe)
+    assert (len(engine.calls), row["reject_reason"], row["cs_sentence"]) == (2, None, "<de>Kioto</de> is in <de>Japan</de>.")
+
+
 def test_llm_inflection_repair(tmp_path):
     records = [sentence("a", "Many Spaniards live in Germany.", ("Spain", "Spaniards"), ("Germany", "Germany"))]
     path = write_jsonl(tmp_path / "in.jsonl", records)

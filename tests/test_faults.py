@@ -342,3 +342,14 @@ def test_a_401_in_the_middle_of_a_run_stops_it_at_the_first_occurrence(fake_serv
         run_recipe(config)
     assert len(fake_server.posts()) - before <= CALLS_PER_BATCH, "the run went on after the first 401"
     assert len(SegmentStore(tmp_path / "run", "sap").done_keys()) == BATCH
+
+
+@pytest.mark.timeout(60)
+def test_model_null_records_the_model_the_server_serves(fake_server, tmp_path):
+    """The documented `synth serve-model` setup (engine.model: null): every row names the served model."""
+    config = _config(tmp_path, fake_server.url)
+    config = config.model_copy(update={"engine": config.engine.model_copy(update={"model": None})})
+    summary = run_recipe(config)
+    rows = shard_rows(tmp_path / "run", "sap")
+    assert summary.model == "fake-model" and len(rows) == LIMIT * len(LANGUAGES)
+    assert {r["model"] for r in rows} == {"fake-model"}

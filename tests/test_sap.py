@@ -5,12 +5,13 @@ import csv
 import pytest
 
 from synth.config import SapConfig
-from synth.errors import ConfigError
+from synth.errors import ConfigError, InputError
 from synth.llm.base import Result
 from synth.recipes.sap import (
     EXEMPLAR_DIR,
     SapRecipe,
     cross_lingual_exemplars,
+    language_names,
     monolingual_exemplars,
     supported_languages,
 )
@@ -20,6 +21,15 @@ def _recipe(tmp_path, **overrides) -> SapRecipe:
     (tmp_path / "p.jsonl").write_text('{"id": "p1", "title": "T", "text": "Paris is the capital of France."}\n')
     data = {"input": {"path": str(tmp_path / "p.jsonl")}, "languages": ["de", "hi", "sw", "zh"], **overrides}
     return SapRecipe(SapConfig.model_validate(data), None, None)
+
+
+def _monolingual_records(tmp_path, *lines: str) -> list[dict]:
+    """The records a monolingual ``languages: [de]`` recipe reads from these JSON Lines."""
+    (tmp_path / "mono.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    config = SapConfig.model_validate(
+        {"input": {"path": str(tmp_path / "mono.jsonl")}, "languages": ["de"], "sap": {"mode": "monolingual"}}
+    )
+    return list(SapRecipe(config, None, None).read_records())
 
 
 def _csv_questions(filename: str, column_prefix: str) -> list[str]:
@@ -105,3 +115,67 @@ def test_engine_error_is_a_reason(tmp_path):
     recipe = _recipe(tmp_path)
     query, reason = recipe.parse_query(Result("r", error="boom"), {"text": ""})
     assert (query, reason) == ("", "engine_error")
+
+
+def _italian_zero_shot(tmp_path) -> SapRecipe:
+    assert "it" not in monolingual_exemplars()
+    recipe = _recipe(tmp_path, languages=["it"], sap={"mode": "monolingual", "zero_shot": True})
+    recipe.validate()
+    return recipe
+
+
+ITALIAN = {"source_id": "a", "text": "Roma è la capitale d'Italia.", "lang": "it", "title": ""}
+
+
+def test_monolingual_zero_shot_summary_uses_the_english_exemplars(tmp_path):
+    summary = _italian_zero_shot(tmp_path).summary_request(ITALIAN)
+    # The same template and prefix as cross-lingual mode: the 5 English XOR-Retrieve exemplars.
+    assert summary.prompt == _recipe(tmp_path).summary_request(ITALIAN).prompt
+
+
+def test_monolingual_zero_shot_query_uses_the_zero_shot_template(tmp_path):
+    query = _italian_zero_shot(tmp_path).query_request(ITALIAN, "Rome is the capital of Italy.", "it")
+    zero_shot_prompt = (
+        "Read the article and its summary, then write one question in {language} that the article answers.\n\n"
+        "Article: Roma è la capitale d'Italia.\nSummary: Rome is the capital of Italy.\nQuestion in {language}:"
+    )
+    assert query.prompt == zero_shot_prompt.format(language=language_names().get("it", "it"))
+
+
+def test_monolingual_summary_prefix_of_a_language_with_exemplars_is_unchanged(tmp_path):
+    recipe = _recipe(tmp_path, languages=["de", "it"], sap={"mode": "monolingual", "zero_shot": True})
+    prefix = recipe.summary_prefix("de")
+    assert prefix == "".join(f"Article: {e.passage}\nSummary: {e.summary}\n\n" for e in monolingual_exemplars()["de"])
+
+
+def test_monolingual_without_zero_shot_refuses_a_language_without_exemplars(tmp_path):
+    recipe = _recipe(tmp_path, languages=["it"], sap={"mode": "monolingual"})
+    with pytest.raises(ConfigError) as info:
+        recipe.validate()
+    assert "no monolingual SAP exemplars for it; supported: " + ", ".join(supported_languages("monolingual")) in str(
+        info.value
+    )
+
+
+@pytest.mark.parametrize("code", ["DE", "de-DE", "deu", "ger", "de_AT"])
+def test_passage_language_codes_are_normalised(tmp_path, code):
+    [record] = _monolingual_records(tmp_path, f'{{"id": "p1", "text": "Berlin ist eine Stadt.", "lang": "{code}"}}')
+    assert record["lang"] == "de"
+
+
+def test_a_normalised_passage_language_gets_its_monolingual_row(tmp_path):
+    [record] = _monolingual_records(tmp_path, '{"id": "p1", "text": "Berlin ist eine Stadt.", "lang": "de-DE"}')
+    recipe = _recipe(tmp_path, languages=["de"], sap={"mode": "monolingual"})
+    assert recipe.target_languages(record) == ["de"]
+
+
+def test_a_bad_passage_language_names_file_row_and_field(tmp_path):
+    with pytest.raises(InputError) as info:
+        _monolingual_records(
+            tmp_path,
+            '{"id": "p1", "text": "Eins.", "lang": "de"}',
+            "",
+            '{"id": "p2", "text": "Zwei.", "lang": "xx-!!"}',
+        )
+    error = info.value
+    assert (error.file, error.row, error.field) == (str(tmp_path / "mono.jsonl"), 3, "lang")

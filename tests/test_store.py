@@ -7,8 +7,10 @@ every history must end with exactly its rows (ids and texts), each once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import resource
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -217,3 +219,45 @@ def test_any_history_of_limits_batch_sizes_and_interruptions_ends_with_the_direc
             pass
     run_recipe(_config(tmp_path, out, limit=final_limit, batch_size=16))
     assert published(out) == direct(tmp_path, limit=final_limit)
+
+
+@contextlib.contextmanager
+def _file_size_limit(limit: int):
+    """RLIMIT_FSIZE for this process (Python ignores SIGXFSZ, so a write past it fails with EFBIG)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_full_disk_while_a_batch_is_committed_stops_the_run_and_loses_nothing(tmp_path):
+    out = tmp_path / "out"
+    config = _config(tmp_path, out, limit=100, batch_size=10)
+    with RecipeRun(config) as run:  # the first batches commit normally
+        batches = run.pending_batches()
+        for _ in range(3):
+            run.record(process_batch(config, run.out, next(batches)))
+    # a segment's rows file is several KB; the manifest and lock records are far smaller
+    with _file_size_limit(2048), pytest.raises(OutputError, match="disk full"):
+        run_recipe(config)
+    assert len(SegmentStore(out, "entitycs").done_keys()) == 30, "a failed commit counted, or finished ones were lost"
+    assert not list(out.rglob(".tmp-*"))
+    again = run_recipe(config)
+    assert again.units_generated == 70
+    assert published(out) == direct(tmp_path, limit=100)
+
+
+def test_a_full_disk_during_finalize_keeps_the_previous_generation_published(tmp_path):
+    out = tmp_path / "out"
+    run_recipe(_config(tmp_path, out, limit=200))
+    before = published(out)
+    manifest_before = (out / "manifest.json").read_bytes()
+    with _file_size_limit(3000), pytest.raises(OutputError, match="disk full"):
+        run_recipe(_config(tmp_path, out, limit=200, output={"shard_rows": 40}))
+    assert (out / "manifest.json").read_bytes() == manifest_before
+    assert published(out) == before  # also checks that no file of the failed generation is left beside it
+    assert not list(out.rglob(".tmp-*"))
+    run_recipe(_config(tmp_path, out, limit=200, output={"shard_rows": 40}))
+    assert published(out) == before

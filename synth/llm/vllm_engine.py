@@ -102,6 +102,14 @@ def _result(request: Request, output: "RequestOutput", latency_s: float) -> Resu
     )
 
 
+def _raise_if_dead(exc: Exception) -> None:
+    """A dead or closed engine fails every request that follows: stop the run instead of failing each unit."""
+    if isinstance(exc, EngineError):
+        raise exc
+    if type(exc).__name__ == "EngineDeadError":
+        raise EngineError(f"the in-process vLLM engine died ({exc}); a rerun resumes with the units not done") from None
+
+
 class VLLMEngine:
     """The Engine protocol over one in-process ``vllm.LLM``; thread-safe (calls are serialised).
 
@@ -174,6 +182,7 @@ class VLLMEngine:
             try:
                 results = self._run(requests)
             except Exception as exc:  # noqa: BLE001 - isolate the bad request(s), see below
+                _raise_if_dead(exc)
                 log.warning("vLLM batch of %d failed (%s); retrying one by one", len(requests), exc)
                 results = [self._run_one(request) for request in requests]
         for result in results:
@@ -186,6 +195,7 @@ class VLLMEngine:
         try:
             return self._run([request])[0]
         except Exception as exc:  # noqa: BLE001 - reported per request, the batch goes on
+            _raise_if_dead(exc)
             error = f"{type(exc).__name__}: {exc}"
             return Result(request_id=request.id, error=error, latency_s=time.monotonic() - started)
 

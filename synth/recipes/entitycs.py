@@ -195,7 +195,8 @@ class EntityCSRecipe(Recipe):
         super().__init__(config, engine, lid)
         self.config: EntityCSConfig = config
         self.options = config.entitycs
-        # LLM labels are cached per process: the same (entity, language) recurs across batches.
+        # LLM labels are cached per process: the same (entity, language) recurs across batches. Only answers
+        # are cached (a label, or a refusal of its content); an engine error is retried by the next batch.
         self._llm_labels: dict[tuple[str, str], _LlmAnswer] = {}
 
     def resources(self) -> list[Path]:
@@ -441,7 +442,11 @@ class EntityCSRecipe(Recipe):
         return prefix + template.render_request(language=language, english=entity.en_title)
 
     def _fill_llm_labels(self, rows: list[_Row], usage: Usage) -> None:
-        """Ask the LLM for labels the lexicon lacks; a row whose label is refused is rejected."""
+        """Ask the LLM for labels the lexicon lacks; a row whose label is refused or failed is rejected.
+
+        Labels and content refusals are cached for the process; an ``engine_error`` holds for this batch only.
+        """
+        failed: dict[tuple[str, str], _LlmAnswer] = {}  # engine errors of this batch: never cached
         pending: dict[str, tuple[str, str, Request]] = {}
         for row in rows:
             for switch in row.switches:
@@ -459,7 +464,7 @@ class EntityCSRecipe(Recipe):
             results = self._generate([request for _, _, request in pending.values()], usage, "label_fallback")
             for (entity_id, lang, _), result in zip(pending.values(), results):
                 if not result.ok:
-                    self._llm_labels[(entity_id, lang)] = _LlmAnswer(None, "engine_error")
+                    failed[(entity_id, lang)] = _LlmAnswer(None, "engine_error")
                     continue
                 label = parse_label(result.text, language_name(lang))
                 reason = self._llm_text_reason(label, lang)
@@ -467,7 +472,8 @@ class EntityCSRecipe(Recipe):
         for row in rows:
             for switch in row.switches:
                 if switch.label is None:
-                    answer = self._llm_labels[(switch.entity.entity_id, row.lang)]
+                    key = (switch.entity.entity_id, row.lang)
+                    answer = self._llm_labels.get(key) or failed[key]
                     if answer.label is None:
                         row.reject_reason = row.reject_reason or f"llm_label_{answer.reason}"
                     else:

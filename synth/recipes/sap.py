@@ -4,7 +4,11 @@ For each passage the model first writes an extractive English summary (step 1, o
 from passage + summary, one question per target language (step 2): 1 + k LLM calls per passage for k
 languages. Cross-lingual mode is 5-shot with the XOR-Retrieve / XTREME-UP exemplars; monolingual mode is
 3-shot with the MIRACL exemplars of the passage's own language. Few-shot prefixes are identical across
-requests so vLLM's prefix cache serves them.
+requests so vLLM's prefix cache serves them. With ``sap.zero_shot: true`` a language without exemplars gets
+the zero-shot question template (and, in monolingual mode, the cross-lingual English summary exemplars).
+
+Input passages carry an optional ``lang`` (default ``en``); it is normalised on reading (``DE``, ``de-DE``,
+``deu`` and ``ger`` all become ``de``, see :func:`normalize_record_lang`) so it compares with ``languages``.
 
 Every passage × language gives a row; failures are rejected rows with a reason:
 ``engine_error``, ``summary_empty``, ``passage_too_long``, ``empty``, ``too_long``, ``copy``,
@@ -14,6 +18,7 @@ Every passage × language gives a row; failures are rejected rows with a reason:
 from __future__ import annotations
 
 import csv
+import re
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,7 +28,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import yaml
 
-from synth.errors import ConfigError
+from synth.errors import ConfigError, InputError
 from synth.io import read_records
 from synth.llm.base import Request, Result, Sampling, Usage, request_seed
 from synth.paths import PROMPTS_DIR
@@ -36,6 +41,10 @@ MONOLINGUAL_FILE = "MIRACL-prompts.csv"
 MONOLINGUAL_SHOTS = 3
 # Passages longer than this are rejected before any call: they would overflow the context of small models.
 MAX_PASSAGE_WORDS = 600
+# A BCP-47-like tag: a 2-3 letter language subtag, then subtags of 1-8 letters or digits.
+_LANG_TAG = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*")
+# ISO 639-1 codes that ISO withdrew (or Java's old ``jw``): the current code.
+_WITHDRAWN_639_1 = {"in": "id", "iw": "he", "ji": "yi", "jw": "jv", "mo": "ro"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,37 @@ def monolingual_exemplars() -> dict[str, tuple[Exemplar, ...]]:
             if len(examples) < MONOLINGUAL_SHOTS:
                 examples.append(Exemplar(row["Passage"].strip(), row["Summary"].strip(), row["Question"].strip()))
     return {code: tuple(examples) for code, examples in by_lang.items()}
+
+
+@lru_cache(maxsize=1)
+def _iso_639_1_of() -> dict[str, str]:
+    """ISO 639-2/T, 639-2/B and 639-3 codes -> their ISO 639-1 code (``deu``, ``ger``, ``swh`` -> ...), from CLDR.
+
+    Only aliases onto a two-letter code: CLDR's other replacements (``gom`` -> ``kok``, ``tgl`` -> ``fil``)
+    would rename codes the exemplar files use.
+    """
+    from babel.core import get_global
+
+    aliases = get_global("language_aliases")
+    return {code: target for code, target in aliases.items() if len(code) == 3 and len(target) == 2 and target.isalpha()}
+
+
+def normalize_record_lang(code: str) -> str | None:
+    """The code of an input passage's ``lang`` as ``languages`` spells it; ``None`` if it is no language tag.
+
+    Lowercased; of a BCP-47 tag its language (``de-DE``, ``zh-Hant``, ``pt_BR`` -> ``de``, ``zh``, ``pt``;
+    an extended language subtag wins: ``zh-yue`` -> ``yue``); ISO 639-2/3 codes that have an ISO 639-1
+    code become it (``deu``/``ger`` -> ``de``); others stay (``bho``, ``mwr``).
+
+    >>> [normalize_record_lang(c) for c in ("DE", "de-DE", "deu", "zh-Hant", "xx-!!")]
+    ['de', 'de', 'de', 'zh', None]
+    """
+    key = code.strip().lower().replace("_", "-")
+    if not _LANG_TAG.fullmatch(key):
+        return None
+    subtags = key.split("-")
+    language = subtags[1] if len(subtags) > 1 and re.fullmatch(r"[a-z]{3}", subtags[1]) else subtags[0]
+    return _WITHDRAWN_639_1.get(language) or _iso_639_1_of().get(language) or language
 
 
 def supported_languages(mode: str) -> list[str]:
@@ -177,20 +217,34 @@ class SapRecipe(Recipe):
             records = iter_passages(spec.path)
         else:
             records = read_records(spec, {"id": str, "text": str})
-        for record in records:
+        for index, record in enumerate(records, start=1):
+            raw_lang = record.get("lang")
+            lang = "en" if raw_lang is None or raw_lang == "" else normalize_record_lang(str(raw_lang))
+            if lang is None:
+                raise InputError(
+                    f"not a language code: {raw_lang!r} (expected ISO 639 or BCP-47, e.g. 'de', 'deu', 'de-DE')",
+                    file=spec.path or f"hf:{spec.hf.name}",
+                    row=_input_row(spec.path, index),
+                    field="lang",
+                )
             yield {
                 "source_id": str(record["id"]),
                 "title": str(record.get("title") or ""),
                 "text": record["text"],
-                "lang": str(record.get("lang") or "en"),
+                "lang": lang,
             }
 
     # -- step 1 ---------------------------------------------------------------------------------
     def summary_prefix(self, passage_lang: str) -> str:
         """The summary prefix: cross-lingual, the 5 English exemplars (one prefix for every passage);
-        monolingual, the 3 MIRACL exemplars of the passage's language (one prefix per language)."""
-        if self.options.mode == "monolingual":
-            examples = monolingual_exemplars()[passage_lang]
+        monolingual, the 3 MIRACL exemplars of the passage's language (one prefix per language), or for a
+        language without MIRACL exemplars (``sap.zero_shot``) the cross-lingual English ones."""
+        # English exemplars rather than a zero-shot summary prompt for the languages MIRACL lacks: they use
+        # the same template (summary.v1), so prompt_version, and the prompt of every language that has
+        # exemplars, stay exactly what they were; the summary step is English in the method anyway.
+        monolingual = monolingual_exemplars() if self.options.mode == "monolingual" else {}
+        if passage_lang in monolingual:
+            examples = monolingual[passage_lang]
         else:
             examples = cross_lingual_exemplars()["de"]  # all XOR columns share the same passages and summaries
         return self.summary_template.render_prefix(
@@ -313,6 +367,21 @@ class SapRecipe(Recipe):
             "lid_score": verdict.score if verdict else None,
             "lid_agree": verdict.agree if verdict else None,
         }
+
+
+def _input_row(path: str | None, index: int) -> int:
+    """The row number ``synth.io`` gives the ``index``-th record: a JSON Lines file's line (blank lines are
+    skipped but counted), else the record's position."""
+    if not path or not path.lower().endswith((".jsonl", ".ndjson")):
+        return index
+    seen = 0
+    with open(path, "rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            if raw.decode("utf-8", "replace").strip():
+                seen += 1
+                if seen == index:
+                    return line
+    return index
 
 
 def _first_line(text: str) -> str:

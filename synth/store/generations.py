@@ -56,6 +56,7 @@ class CachingEngine:
         self._tables: OrderedDict[Path, pa.Table] = OrderedDict()
         self._new: list[tuple[int, Result]] = []
         self._model: str | None = None
+        self.last_error: str | None = None  # the latest failed request's error (endpoint, status, cause)
 
     @property
     def engine(self) -> Engine:
@@ -128,6 +129,8 @@ class CachingEngine:
                 results[i] = result
                 if result.ok:
                     self._new.append((keys[i], result))
+                else:
+                    self.last_error = result.error
         return results  # type: ignore[return-value]
 
     def flush(self, segment_id: str) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +66,6 @@ class _GroupWriter:
         self.writer = None
         final = self.target / f"train-{self.gen}-{len(self.shards):05d}.parquet"
         with open(self.tmp, "rb+") as handle:
-            import os
-
             os.fsync(handle.fileno())
         entry = {
             "group": self.group,
@@ -91,6 +90,15 @@ class _GroupWriter:
                 self.rows += chunk.num_rows
                 self.bytes += chunk.nbytes
                 batch = batch.slice(chunk.num_rows)
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+        for path in [self.tmp] + [self.out / shard["path"] for shard in self.shards]:
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def close(self) -> list[dict[str, Any]]:
         self._close_current()
@@ -129,8 +137,12 @@ def write_generation(
                     writer = writers[group] = _GroupWriter(out, recipe, group, gen, spec)
                 writer.write(table)
         return [shard for group in sorted(writers) for shard in writers[group].close()]
-    except OSError as exc:
-        raise_output_error(exc, out / recipe)
+    except BaseException as exc:
+        for writer in writers.values():  # nothing of a failed generation stays beside the published one
+            writer.discard()
+        if isinstance(exc, OSError):
+            raise_output_error(exc, out / recipe)
+        raise
 
 
 def delete_other_generations(out: Path, recipe: str, keep: set[str]) -> None:
