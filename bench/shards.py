@@ -2,7 +2,7 @@
 
 Write throughput: SAP-shaped rows (the SAP schema plus provenance columns, real passages and questions with
 their words shuffled per row so that zstd cannot just dedupe repeats) committed as the worker does — one ledger
-segment per batch through ``SegmentStore.commit`` (rows file + units file, each a temp file fsynced and renamed)
+segment per batch through ``SegmentStore.commit`` (one file, unit keys in its footer: a temp file fsynced and renamed)
 — against bare ``pyarrow.parquet.write_table`` of the same batch tables to plain files. Goal ≥ 0.8.
 
 Ledger cost per unit: the wall time of committing a 16-unit batch when the ledger already holds 10k units and
@@ -94,15 +94,14 @@ def write_throughput(ctx: Context, result: Result) -> None:
         store = SegmentStore(base / "out", "sap")
         with timed() as t_store:
             for batch in batches:
-                keys = batch.column(UNIT_COLUMN).to_pylist()
-                store.commit(batch, [(k, str(k)) for k in keys], {"calls": 0})
+                store.commit(batch, batch.column(UNIT_COLUMN).to_numpy(), {"calls": 0})
         best["store"] = min(best["store"], t_store.wall_s)
     mb = table.nbytes / 1e6
     result.goal("hot-path write throughput / bare pyarrow", best["bare"] / best["store"], GOAL_WRITE)
     result.add("MB/s: bare pyarrow / ledger commit", f"{mb / best['bare']:.1f} / {mb / best['store']:.1f}")
     result.add("rows, rows per batch", f"{rows:,}, {ROWS_PER_BATCH}")
     result.notes.append(
-        "A row is written once on the hot path (the segment's rows file); the units file is the commit marker. "
+        "A row is written once on the hot path (the batch's segment, whose appearance is the commit). "
         "The final shards are written at finalize, off the hot path."
     )
     shutil.rmtree(base, ignore_errors=True)
@@ -125,12 +124,12 @@ def ledger_cost(ctx: Context, result: Result) -> None:
         rng = np.random.default_rng(0)
         for start in range(0, n, 100_000):
             keys = rng.integers(0, 2**63, size=min(100_000, n - start), dtype=np.uint64)
-            store.commit(pa.table({"lang": ["de"] * len(keys), UNIT_COLUMN: pa.array(keys)}), [(int(k), "s") for k in keys], {})
+            store.commit(pa.table({"lang": ["de"] * len(keys), UNIT_COLUMN: pa.array(keys)}), keys, {})
         per_commit = []
         for i in range(30):
             keys = rng.integers(0, 2**63, size=16, dtype=np.uint64)
             started = time.perf_counter()
-            store.commit(small_rows, [(int(k), f"s{i}") for k in keys], {"calls": 16})
+            store.commit(small_rows, keys, {"calls": 16})
             per_commit.append(time.perf_counter() - started)
         with timed() as t_load:
             done = store.done_keys()

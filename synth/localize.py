@@ -19,6 +19,11 @@ kept      the value as it is: codes and phone numbers, places when ``synth.lexic
           the source
 ========  ============================================================================================
 
+Each :class:`LocalizedValue` (a row's ``localized_values`` entry in COD: ``slot``, ``source_value``, ``value``,
+``method``, ``fallback``) has ``fallback: true`` when the engine failed on its name (an error, no answer):
+its ``value`` is then the English source kept as a stand-in, not a judgement that it needs no localizing.
+Every other value, LLM answers refused by the checks included, has ``fallback: false``.
+
 Babel output is made plain: no-break spaces become spaces and bidi marks go, because a generated turn
 has to contain the value verbatim and models write plain spaces.
 
@@ -85,12 +90,17 @@ EXEMPLARS_FILE = "cod/exemplars.v1.yaml"
 
 @dataclass(frozen=True)
 class LocalizedValue:
-    """A value in one language and how it got there (``method`` is one of :data:`METHODS`)."""
+    """A value in one language and how it got there (``method`` is one of :data:`METHODS`).
+
+    ``fallback`` is true when the LLM was to localize the value but the engine failed (``method`` is then
+    ``kept`` and ``value`` the English source): the value is unlocalized for want of an answer.
+    """
 
     slot: str
     source_value: str
     value: str
     method: str
+    fallback: bool = False
 
     @property
     def keeps_canonical(self) -> bool:
@@ -353,6 +363,7 @@ def localize_dialogues(
             plans[(dialogue["dialogue_id"], lang)] = plan
 
     answers: dict[tuple[str, str, str], str | None] = {}
+    failed: set[tuple[str, str, str]] = set()  # the engine gave no answer: the English value stands in
     if wanted:
         if engine is None:
             raise ConfigError("COD needs an LLM engine to localize names")
@@ -361,21 +372,24 @@ def localize_dialogues(
         results = engine.generate(requests)
         usage.add(results, "localize", time.perf_counter() - started)
         answers = {key: check_llm_value(key[2], result, key[0]) for key, result in zip(keys, results)}
+        failed = {key for key, result in zip(keys, results) if not result.ok}
 
     maps: dict[tuple[str, str], ValueMap] = {}
     for (dialogue_id, lang), plan in plans.items():
         value_map: ValueMap = {}
         taken: set[str] = set()
         for value, method, text in plan:
+            fallback = False
             if method == "llm":
-                text = answers.get((lang, _kind(value), value.canonical))
+                key = (lang, _kind(value), value.canonical)
+                text, fallback = answers.get(key), key in failed
                 if text is not None and text.casefold() == value.canonical.casefold():
                     text = None
             # Two values must not collapse into one form, or a turn could not tell them apart.
             if text is None or text.casefold() in taken:
                 method, text = "kept", value.canonical
             taken.add(text.casefold())
-            value_map[value.canonical] = LocalizedValue(value.slot, value.canonical, text, method)
+            value_map[value.canonical] = LocalizedValue(value.slot, value.canonical, text, method, fallback)
         maps[(dialogue_id, lang)] = value_map
     return maps
 

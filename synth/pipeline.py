@@ -200,8 +200,8 @@ def process_batch(config: RunConfigBase, out: Path | str, batch: Batch) -> Batch
         stored.append(row)
     if worker.cache is not None:
         worker.cache.flush(new_segment_id())
-    units = [(key, source_id) for source_id, key in key_of.items() if source_id not in failed]
-    if units:
+    units = np.array([key for source_id, key in key_of.items() if source_id not in failed], dtype=np.uint64)
+    if len(units):
         SegmentStore(Path(out), config.recipe).commit(
             pa.Table.from_pylist(stored, schema=worker.store_schema), units, usage.as_dict()
         )
@@ -268,7 +268,6 @@ class RecipeRun:
         self.lock.acquire()
         try:
             discard_temp_files(self.out)
-            self.store.discard_unfinished()
             self.manifest = Manifest(self.out)
             self.manifest.recipes.setdefault(self.recipe, {"shards": []})["status"] = "running"
             self.manifest.save()

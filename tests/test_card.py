@@ -97,7 +97,7 @@ def make_output(
                     table_rows.append(row)
             SegmentStore(run.out, "sap").commit(
                 pa.Table.from_pylist(table_rows, schema=store_schema),
-                [(key, record["source_id"]) for record, key in chunk],
+                [key for _, key in chunk],
                 Usage(calls=3).as_dict(),
             )
         if finish:

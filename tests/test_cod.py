@@ -278,6 +278,22 @@ def test_unusable_turns_end_the_dialogue(reply, reason):
     assert pa.Table.from_pylist([row], schema=recipe.schema()).num_rows == 1
 
 
+class LocalizationDownEngine(FakeEngine):
+    """Every localization request fails; turns are written as usual."""
+
+    def generate(self, requests):
+        results = super().generate(requests)
+        return [Result(r.request_id, error="down") if r.request_id.startswith("cod/localize/") else r for r in results]
+
+
+def test_rows_mark_values_the_engine_failed_to_localize():
+    recipe = make_recipe(LocalizationDownEngine(), langs=("ru",))
+    [row] = recipe.process(records(recipe, ("5_00073",)), Usage())
+    pa.Table.from_pylist([row], schema=recipe.schema())  # the flag fits the declared schema
+    fallbacks = {v["source_value"] for v in row["localized_values"] if v["fallback"]}
+    assert fallbacks == {"Taraji P. Henson", "Drama", "The Best of Enemies"}
+
+
 def test_lid_rejects_long_turns_and_lets_short_ones_through():
     # Turn 2 of 3_00078 is a goodbye the fake writes as bare filler; make the long filler "English".
     lid = FakeLid(wrong=lambda text: "давайте" in text or text == "Да.")

@@ -166,6 +166,33 @@ def test_engine_errors_and_collisions_are_kept(dialogues, schemas):
     assert [values["Drama"].value, values["The Best of Enemies"].value] == ["Sama", "The Best of Enemies"]
 
 
+def _llm_values(dialogues, schemas, engine) -> list:
+    """The values of movie dialogue 5_00073 in Indonesian that go to the LLM (names, not dates or numbers)."""
+    movie = next(d for d in dialogues if d["dialogue_id"] == "5_00073")
+    values = localize_dialogues([movie], ["id"], schemas, engine, SamplingConfig(), Usage())[("5_00073", "id")]
+    return [values[source] for source in ("Taraji P. Henson", "Drama", "The Best of Enemies")]
+
+
+def test_engine_errors_are_marked_as_english_fallbacks(dialogues, schemas):
+    failing = RecordingEngine(dict.fromkeys(("Taraji P. Henson", "Drama", "The Best of Enemies")))
+    values = _llm_values(dialogues, schemas, failing)
+    assert [(v.value, v.method, v.fallback) for v in values] == [
+        ("Taraji P. Henson", "kept", True),
+        ("Drama", "kept", True),
+        ("The Best of Enemies", "kept", True),
+    ]
+
+
+def test_answered_values_are_not_marked_as_fallbacks(dialogues, schemas):
+    values = _llm_values(dialogues, schemas, RecordingEngine({}))
+    assert [(v.method, v.fallback) for v in values] == [("llm", False)] * 3
+
+
+def test_answers_refused_by_the_checks_are_not_marked_as_fallbacks(dialogues, schemas):
+    values = _llm_values(dialogues, schemas, RecordingEngine({"Drama": "", "The Best of Enemies": "x" * 200}))
+    assert [(v.method, v.fallback) for v in values[1:]] == [("kept", False), ("kept", False)]
+
+
 def test_check_llm_value():
     ok = Result("r", text=" «Jalan Merdeka 5»\nLanguage: x", finish_reason="stop")
     assert check_llm_value("12 Oak Street", ok, "id") == "Jalan Merdeka 5"

@@ -80,7 +80,7 @@ def test_no_secret_in_outputs_logs_artifacts_or_published_files(tmp_path):
     assert wrong.returncode == 2 and "Traceback" not in wrong.stdout + wrong.stderr
     assert "401" in wrong.stderr, wrong.stderr
     assert (out / ".push" / "README.md").is_file() and (out / "report" / "index.html").is_file()
-    assert list(out.glob("sap/*/train-*.parquet")) and list(out.glob(".polysynth/sap/segments/*.rows.parquet"))
+    assert list(out.glob("sap/*/train-*.parquet")) and list(out.glob(".polysynth/sap/segments/*.parquet"))
     stored = b"".join(path.read_bytes() for path in prefect_home.glob("prefect.db*"))
     assert b"polysynth sap run summary" in stored, "the flow's artifact is not in the searched database"
 

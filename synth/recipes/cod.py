@@ -139,8 +139,15 @@ TURN_TYPE = pa.struct(
         ("source_utterance", pa.string()),
     ]
 )
+# synth.localize.LocalizedValue; ``fallback``: the engine failed, ``value`` is the English source standing in.
 LOCALIZED_TYPE = pa.struct(
-    [("slot", pa.string()), ("source_value", pa.string()), ("value", pa.string()), ("method", pa.string())]
+    [
+        ("slot", pa.string()),
+        ("source_value", pa.string()),
+        ("value", pa.string()),
+        ("method", pa.string()),
+        ("fallback", pa.bool_()),
+    ]
 )
 
 

@@ -2,19 +2,18 @@
 
 ::
 
-    OUT/.polysynth/<recipe>/segments/<sid>.rows.parquet    the batch's rows (kept and rejected), with ``_unit``
-    OUT/.polysynth/<recipe>/segments/<sid>.units.parquet   its finished units: the commit marker
+    OUT/.polysynth/<recipe>/segments/<sid>.parquet   the batch's rows (kept and rejected, with ``_unit``);
+                                                     its footer lists the batch's finished unit keys
 
-A worker writes the rows file, then the units file; the units file appearing (atomic rename) is the moment
-those units are done. A rows file without its units file is an unfinished commit and is discarded. Recording
-a unit therefore costs two small file writes whatever the size of the run, nothing is ever rewritten on the
-hot path, and workers on several machines can commit to one shared folder without a coordinator (segment
-ids are unique: time, host, pid, random).
+A segment is one file that appears by atomic rename: the moment it appears, its units are done (a unit may have
+no rows: a record with no target language). Recording a unit is therefore one file write whatever the size of
+the run, nothing is rewritten on the hot path, and workers on several machines commit to one shared folder
+without a coordinator (segment ids are unique: time, host, pid, random). Reading the done-set reads only the
+footers.
 
 Readers take a unit from the first segment (in id order) that holds it, so a batch committed twice (a retried
-task whose first try had finished) counts once. :meth:`SegmentStore.compact` merges many small segments into
-one (write the merged segment, then delete the old units files, then their rows files: a kill at any point
-leaves every unit readable).
+task whose first try had finished) counts once. :meth:`SegmentStore.compact` merges many segments into one
+(the merged segment first, then the old ones are deleted: a kill at any point leaves every unit readable).
 """
 
 from __future__ import annotations
@@ -30,16 +29,17 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from synth.store.files import write_parquet_atomic
+from synth.store.files import raise_output_error, temp_file, write_parquet_atomic
 from synth.store.units import KeySet
 
 STORE_DIR = ".polysynth"
 UNIT_COLUMN = "_unit"
-ROWS_SUFFIX = ".rows.parquet"
-UNITS_SUFFIX = ".units.parquet"
-UNITS_SCHEMA = pa.schema([pa.field("unit", pa.uint64()), pa.field("source_id", pa.string())])
+SUFFIX = ".parquet"
+UNITS_KEY = b"polysynth.units"  # the finished unit keys, packed little-endian uint64
+USAGE_KEY = b"polysynth.usage"  # the batch's engine usage (JSON), for the report
 
 
 def new_segment_id() -> str:
@@ -54,54 +54,38 @@ class SegmentStore:
     def __init__(self, out: Path, recipe: str):
         self.root = Path(out) / STORE_DIR / recipe / "segments"
 
-    def commit(self, rows: pa.Table, units: list[tuple[int, str]], usage: dict[str, Any]) -> str:
-        """Record ``units`` (unit key, source id) as done with their ``rows`` (which carry ``_unit``)."""
+    def commit(self, rows: pa.Table, units: np.ndarray, usage: dict[str, Any]) -> str:
+        """Record ``units`` (unit keys) as done, with their ``rows`` (which carry ``_unit``), in one atomic file."""
         sid = new_segment_id()
-        write_parquet_atomic(self.root / f"{sid}{ROWS_SUFFIX}", rows)
-        table = pa.table(
-            {"unit": pa.array([k for k, _ in units], pa.uint64()), "source_id": [s for _, s in units]},
-            schema=UNITS_SCHEMA,
-        )
-        write_parquet_atomic(self.root / f"{sid}{UNITS_SUFFIX}", table, {b"polysynth.usage": json.dumps(usage).encode()})
+        metadata = {
+            UNITS_KEY: np.asarray(units, dtype="<u8").tobytes(),
+            USAGE_KEY: json.dumps(usage).encode(),
+        }
+        write_parquet_atomic(self.root / f"{sid}{SUFFIX}", rows, metadata)
         return sid
 
     def segments(self) -> list[str]:
         """Ids of committed segments, oldest first."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name[: -len(UNITS_SUFFIX)] for p in self.root.iterdir() if p.name.endswith(UNITS_SUFFIX))
+        return sorted(p.name[: -len(SUFFIX)] for p in self.root.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith("."))
+
+    def _metadata(self, sid: str) -> dict[bytes, bytes]:
+        return pq.read_schema(self.root / f"{sid}{SUFFIX}").metadata or {}
 
     def unit_keys(self, sid: str) -> np.ndarray:
-        column = pq.read_table(self.root / f"{sid}{UNITS_SUFFIX}", columns=["unit"]).column(0)
-        return column.to_numpy(zero_copy_only=False).astype(np.uint64, copy=False)
+        return np.frombuffer(self._metadata(sid).get(UNITS_KEY, b""), dtype="<u8").astype(np.uint64)
 
     def usage(self, sid: str) -> dict[str, Any]:
-        metadata = pq.read_schema(self.root / f"{sid}{UNITS_SUFFIX}").metadata or {}
-        return json.loads(metadata.get(b"polysynth.usage", b"{}"))
+        return json.loads(self._metadata(sid).get(USAGE_KEY, b"{}"))
 
     def rows(self, sid: str) -> pa.Table:
-        return pq.read_table(self.root / f"{sid}{ROWS_SUFFIX}")
+        return pq.read_table(self.root / f"{sid}{SUFFIX}")
 
     def done_keys(self) -> KeySet:
         """Every unit any committed segment holds."""
         arrays = [self.unit_keys(sid) for sid in self.segments()]
-        return KeySet(np.concatenate(arrays) if arrays else None)
-
-    def discard_unfinished(self) -> int:
-        """Delete rows files whose units file never appeared (a worker killed between the two writes).
-
-        Only called by the driver while it holds the output lock and before any worker starts.
-        """
-        if not self.root.is_dir():
-            return 0
-        committed = set(self.segments())
-        removed = 0
-        for path in self.root.iterdir():
-            if path.name.endswith(ROWS_SUFFIX) and path.name[: -len(ROWS_SUFFIX)] not in committed:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-                    removed += 1
-        return removed
+        return KeySet(np.concatenate(arrays) if arrays else None, owned=True)
 
     def choose(self, wanted: KeySet) -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
         """For each segment, the unit keys to read from it (first segment wins), and the mask of ``wanted``
@@ -117,31 +101,49 @@ class SegmentStore:
             plan.append((sid, keys[fresh]))
         return plan, taken
 
-    def compact(self, min_segments: int = 32) -> int:
+    def compact(self, min_segments: int = 64) -> int:
         """Merge every committed segment into one when there are at least ``min_segments``; returns how many
-        were merged (0 when nothing was done). Duplicated units are kept once."""
+        were merged (0 when nothing was done). Streams the rows; a unit held twice is kept once."""
         sids = self.segments()
         if len(sids) < min_segments:
             return 0
         seen = KeySet()
-        rows_tables, units, usage_total = [], [], {}
-        for sid in sids:
-            table = pq.read_table(self.root / f"{sid}{UNITS_SUFFIX}")
-            keys = table.column("unit").to_numpy(zero_copy_only=False).astype(np.uint64)
-            fresh = ~seen.contains(keys)
-            seen = KeySet(np.concatenate([seen.keys, keys[fresh]]))
-            units += list(zip(keys[fresh].tolist(), np.asarray(table.column("source_id").to_pylist(), dtype=object)[fresh]))
-            rows = self.rows(sid)
-            rows_tables.append(rows.filter(pa.compute.is_in(rows[UNIT_COLUMN], pa.array(keys[fresh], pa.uint64()))))
-            for name, value in self.usage(sid).items():
-                if isinstance(value, (int, float)):
-                    usage_total[name] = usage_total.get(name, 0) + value
-        merged = pa.concat_tables(rows_tables, promote_options="permissive")
-        self.commit(merged, [(int(k), str(s)) for k, s in units], usage_total)
-        for sid in sids:  # units files first: once gone, their rows files are unfinished commits
+        kept_units: list[np.ndarray] = []
+        usage_total: dict[str, float] = {}
+        target = self.root / f"{new_segment_id()}{SUFFIX}"
+        tmp = temp_file(self.root, SUFFIX)
+        writer: pq.ParquetWriter | None = None
+        try:
+            for sid in sids:
+                keys = self.unit_keys(sid)
+                keys = keys[~seen.contains(keys)]
+                seen = KeySet(np.concatenate([seen.keys, keys]), owned=True)
+                kept_units.append(keys)
+                rows = self.rows(sid)
+                rows = rows.filter(pc.is_in(rows[UNIT_COLUMN], value_set=pa.array(keys, pa.uint64())))
+                schema = rows.schema.with_metadata(None)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                writer.write_table(rows.replace_schema_metadata(None).cast(schema))
+                for name, value in self.usage(sid).items():
+                    if isinstance(value, (int, float)):
+                        usage_total[name] = usage_total.get(name, 0) + value
+            units = np.concatenate(kept_units) if kept_units else np.empty(0, np.uint64)
+            writer.add_key_value_metadata(
+                {UNITS_KEY: units.astype("<u8").tobytes(), USAGE_KEY: json.dumps(usage_total).encode()}
+            )
+            writer.close()
+            writer = None
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            with contextlib.suppress(Exception):
+                writer and writer.close()
             with contextlib.suppress(OSError):
-                (self.root / f"{sid}{UNITS_SUFFIX}").unlink()
+                tmp.unlink()
+            raise_output_error(exc, target)
         for sid in sids:
             with contextlib.suppress(OSError):
-                (self.root / f"{sid}{ROWS_SUFFIX}").unlink()
+                (self.root / f"{sid}{SUFFIX}").unlink()
         return len(sids)
