@@ -353,3 +353,11 @@ def test_model_null_records_the_model_the_server_serves(fake_server, tmp_path):
     rows = shard_rows(tmp_path / "run", "sap")
     assert summary.model == "fake-model" and len(rows) == LIMIT * len(LANGUAGES)
     assert {r["model"] for r in rows} == {"fake-model"}
+
+
+@pytest.mark.timeout(60)
+def test_a_prompt_longer_than_the_context_stops_the_run_naming_the_fix(fake_server, tmp_path):
+    fake_server.script(Reply(400, raw='{"error": {"message": "This model\'s maximum context length is 2048 tokens."}}'))
+    with pytest.raises(EngineError, match=r"HTTP 400.*maximum context length.*--max-model-len"):
+        run_recipe(_config(tmp_path, fake_server.url))
+    assert len(fake_server.posts()) <= BATCH, "the run went on after the first context overflow"

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import Future
@@ -66,9 +67,13 @@ class _FatalError(Exception):
         self.status = status
 
 
+# A prompt longer than the model's context: the server says so in a 400; no retry can fix it.
+CONTEXT_LENGTH = re.compile(r"maximum context length|context length|longer than the maximum model length", re.I)
+CONTEXT_OVERFLOW = -400
 # Statuses no request of this run can get past: the run stops at the first one instead of failing every unit.
 RUN_STOPPING = {401: "set {key} to a valid API key", 403: "set {key} to a key allowed to use this model",
-                404: "check engine.model against the server's GET /v1/models"}
+                404: "check engine.model against the server's GET /v1/models",
+                CONTEXT_OVERFLOW: "serve the model with a longer context (--max-model-len) or shorten the input"}
 
 
 @dataclass
@@ -242,7 +247,10 @@ class OpenAIEngine:
                 f"HTTP {response.status_code}: {_excerpt(response.text)}", retry_after=_retry_after(response)
             )
         if response.status_code >= 400:
-            raise _FatalError(f"HTTP {response.status_code}: {_excerpt(response.text)}", status=response.status_code)
+            status = response.status_code
+            if status == 400 and CONTEXT_LENGTH.search(response.text):
+                status = CONTEXT_OVERFLOW
+            raise _FatalError(f"HTTP {response.status_code}: {_excerpt(response.text)}", status=status)
         try:
             return response.json()
         except ValueError:

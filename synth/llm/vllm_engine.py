@@ -106,6 +106,9 @@ def _raise_if_dead(exc: Exception) -> None:
     """A dead or closed engine fails every request that follows: stop the run instead of failing each unit."""
     if isinstance(exc, EngineError):
         raise exc
+    if "longer than the maximum model length" in str(exc):  # no retry, and no later request, can fix it
+        raise EngineError(f"a prompt is longer than the model's context ({exc}); raise engine.max_model_len "
+                          "or shorten the input") from None
     if type(exc).__name__ == "EngineDeadError":
         raise EngineError(f"the in-process vLLM engine died ({exc}); a rerun resumes with the units not done") from None
 
