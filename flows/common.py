@@ -8,7 +8,6 @@ The store's ledger, not Prefect's cache, decides what is done, so a rerun of a f
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +20,7 @@ from synth.config import RunConfigBase
 from synth.errors import EngineError
 from synth.pipeline import Batch, BatchReport, IncompleteRunError, RecipeRun, _Done, drive, process_batch
 from synth.report import summary_markdown
+from synth.store.location import Location
 
 RETRYABLE = (EngineError, httpx.TransportError, ConnectionError, TimeoutError)
 # Batches submitted ahead of the one being recorded, per worker: enough to keep workers busy, few enough
@@ -56,7 +56,7 @@ def generate_batch(config: RunConfigBase, out: str, batch: Batch) -> BatchReport
 def run_recipe_flow(config: RunConfigBase, out: str | None = None) -> dict[str, Any]:
     """The body of every recipe flow; returns the run summary as a dict."""
     logger = get_run_logger()
-    out_dir = str(Path(out or config.output.dir).resolve())
+    out_dir = str(Location(out or config.output.dir))
     runner_task = generate_batch.with_options(retries=config.runner.retries)
     with RecipeRun(config, out_dir) as run:
         logger.info(

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from synth.store.files import atomic_write_bytes
+from synth.store.location import Location
 from synth.store.manifest import Manifest
 from synth.store.shards import REJECTED
 
@@ -252,12 +252,11 @@ class _Provenance:
     source_languages: set[str]
 
 
-def _provenance(out: Path, recipe: str, by_group: dict[str, list[dict[str, Any]]]) -> _Provenance:
+def _provenance(out: Location, recipe: str, by_group: dict[str, list[dict[str, Any]]]) -> _Provenance:
     info = _recipe_card(recipe)
     found = _Provenance(set(), set(), set(info.fixed_source_languages))
     for shards in by_group.values():
-        path = out / shards[0]["path"]
-        handle = pq.ParquetFile(path)
+        handle = out.parquet_file(shards[0]["path"])
         if handle.metadata.num_row_groups == 0:
             continue
         columns = ("model", "prompt_version", info.source_language_column)
@@ -272,7 +271,7 @@ def _provenance(out: Path, recipe: str, by_group: dict[str, list[dict[str, Any]]
     return found
 
 
-def _dataset_infos(out: Path, published: dict[str, dict[str, list[dict[str, Any]]]]) -> Any:
+def _dataset_infos(out: Location, published: dict[str, dict[str, list[dict[str, Any]]]]) -> Any:
     """``datasets``' per-config info (features from the Parquet schema, exact row counts) for ``dataset_info``."""
     from datasets import DatasetInfo, Features, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
@@ -281,11 +280,11 @@ def _dataset_infos(out: Path, published: dict[str, dict[str, list[dict[str, Any]
     for recipe, by_group in published.items():
         for group, shards in by_group.items():
             name = config_name(recipe, group)
-            schema = pq.read_schema(out / shards[0]["path"])
+            schema = out.read_schema(shards[0]["path"])
             # num_bytes is the uncompressed size (what datasets reports); num_examples is checked on load.
             num_bytes = sum(
                 meta.row_group(i).total_byte_size
-                for meta in (pq.read_metadata(out / s["path"]) for s in shards)
+                for meta in (out.parquet_file(s["path"]).metadata for s in shards)
                 for i in range(meta.num_row_groups)
             )
             rows = sum(s["rows"] for s in shards)
@@ -365,7 +364,7 @@ def build_card(
     ``include_rejected`` adds ``<recipe>-rejected`` configs; ``repo_id`` is used in the loading example
     (a placeholder path otherwise).
     """
-    out = Path(out)
+    out = Location(out)
     published = published_groups(manifest, include_rejected=include_rejected)
     provenance = {recipe: _provenance(out, recipe, by_group) for recipe, by_group in published.items()}
     # The Hub's `language` takes ISO 639 codes only: a regional group such as "pt-br" is listed as "pt".
@@ -390,7 +389,7 @@ def build_card(
     )
     _dataset_infos(out, published).to_dataset_card_data(data)
     # A local card names no absolute path: the directory may be uploaded by other means.
-    target = repo_id or f"path/to/{out.name}"
+    target = repo_id or f"path/to/{out.url.rstrip('/').rsplit('/', 1)[-1]}"
     first = next(iter(data.configs), {"config_name": "<recipe>-<lang>"})["config_name"]
     config_rows = [
         [f"`{config_name(recipe, group)}`", group, sum(s["rows"] for s in shards), len(shards)]
@@ -463,11 +462,11 @@ def build_card(
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
-def write_output_readme(out: Path, manifest: Manifest) -> Path:
+def write_output_readme(out: Location | Path, manifest: Manifest) -> str:
     """Write ``OUT/README.md`` (atomically), rejected configs included, so ``load_dataset(OUT, "sap-de")`` works."""
-    path = Path(out) / "README.md"
-    atomic_write_bytes(path, str(build_card(out, manifest, include_rejected=True)).encode("utf-8"))
-    return path
+    location = Location(out)
+    location.write_bytes("README.md", str(build_card(location, manifest, include_rejected=True)).encode("utf-8"))
+    return location.display("README.md")
 
 
 @lru_cache(maxsize=1)

@@ -41,9 +41,10 @@ from synth.errors import InputError, SynthError
 from synth.llm.base import Usage
 from synth.recipes import recipe_class
 from synth.recipes.base import Recipe, stable_id
-from synth.store.files import check_local, check_writable, discard_temp_files
+from synth.store.files import check_writable, discard_temp_files
 from synth.store.generations import CachingEngine
-from synth.store.lock import OutputLock
+from synth.store.location import Location
+from synth.store.lock import lock_for
 from synth.store.manifest import Manifest, now_iso
 from synth.store.segments import UNIT_COLUMN, SegmentStore, new_segment_id
 from synth.store.shards import REJECTED, ShardSpec, delete_other_generations, generation_id, write_generation
@@ -156,12 +157,12 @@ def _worker(config_json: str, recipe: str) -> _Worker:
     return _Worker(CONFIG_CLASSES[recipe].model_validate_json(config_json))
 
 
-def process_batch(config: RunConfigBase, out: Path | str, batch: Batch) -> BatchReport:
+def process_batch(config: RunConfigBase, out: Location | Path | str, batch: Batch) -> BatchReport:
     """Generate one batch and commit its finished units to the ledger. Safe to redo: the ledger keeps a unit once."""
     started = time.perf_counter()
     worker = _worker(config.model_dump_json(), config.recipe)
     if worker.cache is not None:
-        worker.cache.bind(Path(out), config.recipe, batch.run_id, batch.model)
+        worker.cache.bind(out, config.recipe, batch.run_id, batch.model)
         worker.cache.last_error = None
     usage = Usage()
     try:
@@ -202,7 +203,7 @@ def process_batch(config: RunConfigBase, out: Path | str, batch: Batch) -> Batch
         worker.cache.flush(new_segment_id())
     units = np.array([key for source_id, key in key_of.items() if source_id not in failed], dtype=np.uint64)
     if len(units):
-        SegmentStore(Path(out), config.recipe).commit(
+        SegmentStore(out, config.recipe).commit(
             pa.Table.from_pylist(stored, schema=worker.store_schema), units, usage.as_dict()
         )
     return BatchReport(
@@ -238,9 +239,9 @@ class RecipeRun:
 
     def __init__(self, config: RunConfigBase, out: Path | str | None = None):
         self.config = config
-        self.out = check_local(out or config.output.dir).resolve()
+        self.out = Location(out or config.output.dir)
         self.recipe = config.recipe
-        self.lock = OutputLock(self.out)
+        self.lock = lock_for(self.out)
         self.store = SegmentStore(self.out, self.recipe)
         self.run_id = uuid.uuid4().hex
         self.model = ""
@@ -265,9 +266,12 @@ class RecipeRun:
         probe.validate()
         self.model = served_model(self.config, probe.needs_engine)
         self.fingerprint = row_fingerprint(self.config, self.model, probe.resources())
+        if not self.out.local:
+            self.out.probe()
         self.lock.acquire()
         try:
-            discard_temp_files(self.out)
+            if self.out.local:
+                discard_temp_files(Path(self.out.path()))
             self.manifest = Manifest(self.out)
             self.manifest.recipes.setdefault(self.recipe, {"shards": []})["status"] = "running"
             self.manifest.save()
@@ -291,10 +295,12 @@ class RecipeRun:
         probe.validate()
         if self.config.engine.backend == "openai":
             served_model(self.config, probe.needs_engine)
+        if self.out.local:
+            check_writable(Path(self.out.path()))
+        else:
+            self.out.probe()
         self.lock.check()
-        check_writable(self.out)
-        if (self.out / "manifest.json").exists():
-            Manifest(self.out)
+        Manifest(self.out)  # readable, and written by this format
         self._scan(lambda record: 0)
 
     def _source(self) -> str:
@@ -381,7 +387,7 @@ class RecipeRun:
         gen = generation_id(self.fingerprint, self.wanted, spec, [sid for sid, _ in plan])
         state = self.manifest.recipes.get(self.recipe, {})
         shards = state.get("shards", [])
-        if state.get("generation") != gen or not all((self.out / s["path"]).exists() for s in shards):
+        if state.get("generation") != gen or not all(self.out.exists(s["path"]) for s in shards):
             shards = write_generation(self.out, self.recipe, self.store, plan, gen, spec, self._rejected_schema())
         summary = self._summary(shards, gen)
         self.manifest.recipes[self.recipe] = {
@@ -406,8 +412,6 @@ class RecipeRun:
         return pa.schema(list(self._recipe().schema()) + PROVENANCE_FIELDS)
 
     def _summary(self, shards: list[dict[str, Any]], gen: str) -> RunSummary:
-        import pyarrow.parquet as pq
-
         kept: dict[str, int] = {}
         rejected: dict[str, int] = {}
         reasons: dict[str, int] = {}
@@ -415,7 +419,7 @@ class RecipeRun:
             if shard["group"] != REJECTED:
                 kept[shard["group"]] = kept.get(shard["group"], 0) + shard["rows"]
                 continue
-            table = pq.read_table(self.out / shard["path"], columns=["lang", "reject_reason"])
+            table = self.out.read_table(shard["path"], columns=["lang", "reject_reason"])
             for lang, reason in zip(table.column(0).to_pylist(), table.column(1).to_pylist()):
                 rejected[lang] = rejected.get(lang, 0) + 1
                 reasons[reason] = reasons.get(reason, 0) + 1
@@ -468,7 +472,7 @@ def drive(run: RecipeRun, submit: Callable[[Batch], _Future], max_in_flight: int
     return summary
 
 
-def run_recipe(config: RunConfigBase, out: Path | str | None = None) -> RunSummary:
+def run_recipe(config: RunConfigBase, out: Location | Path | str | None = None) -> RunSummary:
     """Run a recipe to completion in this process, without Prefect (the flows use the same :func:`drive`)."""
     with RecipeRun(config, out) as run:
         return drive(run, lambda batch: _Done(process_batch(config, run.out, batch)))

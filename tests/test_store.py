@@ -174,15 +174,6 @@ def test_a_finalize_that_dies_leaves_the_previous_generation_published(tmp_path,
     assert published(out) == before
 
 
-def test_object_storage_urls_are_refused_in_one_line(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    config = _config(tmp_path, Path("unused"), limit=5)
-    config = config.model_copy(update={"output": config.output.model_copy(update={"dir": "s3://bucket/run"})})
-    with pytest.raises(OutputError, match="s3://"):
-        run_recipe(config)
-    assert not any(tmp_path.glob("s3*"))
-
-
 class _Interrupt(Exception):
     pass
 

@@ -12,7 +12,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -130,16 +130,3 @@ def discard_temp_files(root: Path) -> int:
             path.unlink()
             removed += 1
     return removed
-
-
-def check_local(out: Any) -> Path:
-    """``out`` as a local path; a URL (``s3://…``) is refused in one line instead of becoming a folder ``s3:``."""
-    text = str(out)
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise OutputError(
-            f"output on '{scheme}://' is not supported yet: polysynth writes to a local or mounted file system "
-            "(mount the bucket, e.g. with s3fs-fuse or mountpoint-s3, and give its path)",
-            file=text,
-        )
-    return Path(text)

@@ -17,10 +17,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from synth.llm.base import Engine, Request, Result
-from synth.store.files import write_parquet_atomic
+from synth.store.location import Location
 from synth.store.segments import STORE_DIR
 from synth.store.units import generation_key
 
@@ -35,8 +34,8 @@ GENERATION_SCHEMA = pa.schema(
 )
 
 
-def generations_dir(out: Path, recipe: str) -> Path:
-    return Path(out) / STORE_DIR / recipe / "generations"
+def generations_folder(recipe: str) -> str:
+    return f"{STORE_DIR}/{recipe}/generations"
 
 
 class CachingEngine:
@@ -50,10 +49,11 @@ class CachingEngine:
         # Started on the first miss: a run answered wholly from stored generations never loads the model.
         self._start_engine = start_engine
         self._engine: Engine | None = None
-        self.directory: Path | None = None
+        self.location: Location | None = None
+        self.folder = ""
         self._run_id: str | None = None
-        self._index: tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]] | None = None
-        self._tables: OrderedDict[Path, pa.Table] = OrderedDict()
+        self._index: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None
+        self._tables: OrderedDict[str, pa.Table] = OrderedDict()
         self._new: list[tuple[int, Result]] = []
         self._model: str | None = None
         self.last_error: str | None = None  # the latest failed request's error (endpoint, status, cause)
@@ -68,20 +68,22 @@ class CachingEngine:
     def model_name(self) -> str:
         return self._model or self.engine.model_name
 
-    def bind(self, out: Path, recipe: str, run_id: str, model: str) -> None:
+    def bind(self, out: Location | Path | str, recipe: str, run_id: str, model: str) -> None:
         """Use the generations stored in ``out`` for ``recipe``, keyed by ``model`` (the one the run resolved);
         a new ``run_id`` re-reads the index."""
         self._model = model
         if run_id != self._run_id:
-            self.directory, self._run_id = generations_dir(out, recipe), run_id
+            self.location, self.folder, self._run_id = Location(out), generations_folder(recipe), run_id
             self._index, self._new = None, []
             self._tables.clear()
 
-    def _load_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]]:
-        files = sorted(self.directory.glob("*.parquet")) if self.directory and self.directory.is_dir() else []
+    def _load_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        names = self.location.listdir(self.folder) if self.location is not None else []
+        files = [f"{self.folder}/{n}" for n in names if n.endswith(".parquet") and not n.startswith(".")]
         keys, file_ix, row_ix = [], [], []
         for number, path in enumerate(files):
-            column = pq.read_table(path, columns=["key"]).column(0).to_numpy(zero_copy_only=False).astype(np.uint64)
+            column = self.location.read_table(path, columns=["key"]).column(0)
+            column = column.to_numpy(zero_copy_only=False).astype(np.uint64)
             keys.append(column)
             file_ix.append(np.full(len(column), number, dtype=np.int32))
             row_ix.append(np.arange(len(column), dtype=np.int64))
@@ -91,10 +93,10 @@ class CachingEngine:
         order = np.argsort(all_keys, kind="stable")
         return all_keys[order], np.concatenate(file_ix)[order], np.concatenate(row_ix)[order], files
 
-    def _table(self, path: Path) -> pa.Table:
+    def _table(self, path: str) -> pa.Table:
         table = self._tables.get(path)
         if table is None:
-            table = self._tables[path] = pq.read_table(path)
+            table = self._tables[path] = self.location.read_table(path)
             if len(self._tables) > 8:
                 self._tables.popitem(last=False)
         return table
@@ -136,7 +138,7 @@ class CachingEngine:
     def flush(self, segment_id: str) -> int:
         """Store the generations made since the last flush under ``segment_id``; returns how many."""
         new, self._new = self._new, []
-        if not new or self.directory is None:
+        if not new or self.location is None:
             return 0
         table = pa.table(
             {
@@ -148,7 +150,7 @@ class CachingEngine:
             },
             schema=GENERATION_SCHEMA,
         )
-        write_parquet_atomic(self.directory / f"{segment_id}.parquet", table)
+        self.location.write_table(f"{self.folder}/{segment_id}.parquet", table)
         return len(new)
 
     def discard(self) -> None:

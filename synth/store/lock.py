@@ -398,3 +398,69 @@ def _held_file_stale(record: dict[str, Any] | None, path: Path) -> bool:
     if record.get("host") != socket.gethostname():
         return False
     return not _holder_alive(record)
+
+
+class ObjectStoreLock:
+    """The lock of an output on an object store (``s3://…``), where there is no flock and no atomic create.
+
+    ``OUT/.lock`` holds the same holder record as :class:`OutputLock`. A record whose writer is known to be gone
+    (this host, pid dead or reused, or an earlier boot) is taken over; any other record refuses the run with the
+    holder named. Best effort, and said so: two runs starting within the same second on two machines can both
+    pass the check, and a run killed on another machine leaves a record only a person can judge (the error says
+    which object to delete).
+    """
+
+    def __init__(self, location: Any):
+        self.location = location
+        self.out = location.url
+        self._token: str | None = None
+
+    def _record(self) -> dict[str, Any] | None:
+        try:
+            return _parse(self.location.read_bytes(LOCK_FILE))
+        except (FileNotFoundError, OSError):
+            return None
+
+    def check(self) -> None:
+        if self._token is not None:
+            return
+        record = self._record()
+        if record is not None and _holder_alive(record):
+            raise OutputError(
+                f"another run (pid {record.get('pid')} on host {record.get('host')}, since {record.get('acquired_at')}) "
+                f"holds this output; wait for it, or if that run is gone delete {self.location.display(LOCK_FILE)}",
+                file=self.out,
+            )
+
+    def acquire(self) -> None:
+        if self._token is not None:
+            return
+        self.check()
+        token = uuid.uuid4().hex
+        self.location.write_bytes(LOCK_FILE, _encode(_holder_record(token)))
+        time.sleep(_SETTLE_S)
+        if (self._record() or {}).get("token") != token:
+            self.check()  # another run wrote after us: it holds the lock
+            raise OutputError("could not take the output lock (another run raced for it)", file=self.out)
+        self._token = token
+        _HELD_TOKENS.add(token)
+
+    def release(self) -> None:
+        if self._token is None:
+            return
+        if (self._record() or {}).get("token") == self._token:
+            self.location.delete(LOCK_FILE)
+        _HELD_TOKENS.discard(self._token)
+        self._token = None
+
+    def __enter__(self) -> "ObjectStoreLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_for(location: Any) -> "OutputLock | ObjectStoreLock":
+    """The lock that fits the output: flock on a local or mounted file system, a holder record on object stores."""
+    return OutputLock(Path(location.path())) if location.local else ObjectStoreLock(location)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from synth.errors import OutputError
-from synth.store.files import atomic_write_bytes
+from synth.store.location import Location
 
 MANIFEST = "manifest.json"
 FORMAT = 2
@@ -27,13 +27,14 @@ def now_iso() -> str:
 class Manifest:
     """Load, change and atomically save ``OUT/manifest.json``."""
 
-    def __init__(self, out: Path):
-        self.out = Path(out)
-        self.path = self.out / MANIFEST
+    def __init__(self, out: Location | Path | str):
+        self.location = Location(out)
+        self.out = Path(self.location.path()) if self.location.local else self.location
+        self.path = self.location.display(MANIFEST)
         self.data: dict[str, Any] = {"format": FORMAT, "recipes": {}}
-        if self.path.exists():
+        if self.location.exists(MANIFEST):
             try:
-                self.data = json.loads(self.path.read_text(encoding="utf-8"))
+                self.data = json.loads(self.location.read_bytes(MANIFEST).decode("utf-8"))
             except (OSError, json.JSONDecodeError) as exc:
                 raise OutputError(f"manifest is unreadable ({exc})", file=str(self.path)) from None
             if self.data.get("format") != FORMAT:
@@ -48,7 +49,7 @@ class Manifest:
         return self.data["recipes"]
 
     def save(self) -> None:
-        atomic_write_bytes(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode("utf-8"))
+        self.location.write_bytes(MANIFEST, json.dumps(self.data, indent=1, sort_keys=True).encode("utf-8"))
 
     def set_status(self, recipe: str, status: str, **fields: Any) -> None:
         self.recipes.setdefault(recipe, {"shards": []}).update(status=status, **fields)

@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import socket
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,7 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from synth.store.files import raise_output_error, temp_file, write_parquet_atomic
+from synth.store.files import raise_output_error, temp_file
+from synth.store.location import Location
 from synth.store.units import KeySet
 
 STORE_DIR = ".polysynth"
@@ -51,8 +53,12 @@ def new_segment_id() -> str:
 class SegmentStore:
     """The segments of one recipe in one output directory."""
 
-    def __init__(self, out: Path, recipe: str):
-        self.root = Path(out) / STORE_DIR / recipe / "segments"
+    def __init__(self, out: Location | Path | str, recipe: str):
+        self.location = Location(out)
+        self.folder = f"{STORE_DIR}/{recipe}/segments"
+
+    def _rel(self, sid: str) -> str:
+        return f"{self.folder}/{sid}{SUFFIX}"
 
     def commit(self, rows: pa.Table, units: np.ndarray, usage: dict[str, Any]) -> str:
         """Record ``units`` (unit keys) as done, with their ``rows`` (which carry ``_unit``), in one atomic file."""
@@ -61,17 +67,16 @@ class SegmentStore:
             UNITS_KEY: np.asarray(units, dtype="<u8").tobytes(),
             USAGE_KEY: json.dumps(usage).encode(),
         }
-        write_parquet_atomic(self.root / f"{sid}{SUFFIX}", rows, metadata)
+        self.location.write_table(self._rel(sid), rows, metadata)
         return sid
 
     def segments(self) -> list[str]:
         """Ids of committed segments, oldest first."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name[: -len(SUFFIX)] for p in self.root.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith("."))
+        names = self.location.listdir(self.folder)
+        return [n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX) and not n.startswith(".")]
 
     def _metadata(self, sid: str) -> dict[bytes, bytes]:
-        return pq.read_schema(self.root / f"{sid}{SUFFIX}").metadata or {}
+        return self.location.read_schema(self._rel(sid)).metadata or {}
 
     def unit_keys(self, sid: str) -> np.ndarray:
         return np.frombuffer(self._metadata(sid).get(UNITS_KEY, b""), dtype="<u8").astype(np.uint64)
@@ -80,7 +85,7 @@ class SegmentStore:
         return json.loads(self._metadata(sid).get(USAGE_KEY, b"{}"))
 
     def rows(self, sid: str) -> pa.Table:
-        return pq.read_table(self.root / f"{sid}{SUFFIX}")
+        return self.location.read_table(self._rel(sid))
 
     def done_keys(self) -> KeySet:
         """Every unit any committed segment holds."""
@@ -110,8 +115,9 @@ class SegmentStore:
         seen = KeySet()
         kept_units: list[np.ndarray] = []
         usage_total: dict[str, float] = {}
-        target = self.root / f"{new_segment_id()}{SUFFIX}"
-        tmp = temp_file(self.root, SUFFIX)
+        target = self._rel(new_segment_id())
+        scratch = Path(self.location.path(self.folder)) if self.location.local else Path(tempfile.gettempdir())
+        tmp = temp_file(scratch, SUFFIX)
         writer: pq.ParquetWriter | None = None
         try:
             for sid in sids:
@@ -136,14 +142,13 @@ class SegmentStore:
             writer = None
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
-            os.replace(tmp, target)
+            self.location.put_file(tmp, target)
         except OSError as exc:
             with contextlib.suppress(Exception):
                 writer and writer.close()
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise_output_error(exc, target)
+            raise_output_error(exc, self.location.display(target))
         for sid in sids:
-            with contextlib.suppress(OSError):
-                (self.root / f"{sid}{SUFFIX}").unlink()
+            self.location.delete(self._rel(sid))
         return len(sids)

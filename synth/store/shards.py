@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth.store.files import fsync_dir, raise_output_error, sha256_file, temp_file
+from synth.store.location import Location
 from synth.store.segments import UNIT_COLUMN, SegmentStore
 from synth.store.units import KeySet
 
@@ -50,10 +52,12 @@ def generation_id(fingerprint: str, wanted: KeySet, spec: ShardSpec, segments: l
 class _GroupWriter:
     """Writes one group's rows into ``train-<gen>-NNNNN.parquet`` files, rolling over by rows and bytes."""
 
-    def __init__(self, out: Path, recipe: str, group: str, gen: str, spec: ShardSpec):
+    def __init__(self, out: Location, recipe: str, group: str, gen: str, spec: ShardSpec):
         self.out, self.group, self.gen, self.spec = out, group, gen, spec
-        self.target = out / recipe / group
-        self.target.mkdir(parents=True, exist_ok=True)
+        self.folder = f"{recipe}/{group}"
+        # scratch files beside the target (a rename away) for local outputs, in the temp dir for remote ones
+        self.scratch = Path(out.path(self.folder)) if out.local else Path(tempfile.gettempdir())
+        self.scratch.mkdir(parents=True, exist_ok=True)
         self.shards: list[dict[str, Any]] = []
         self.writer: pq.ParquetWriter | None = None
         self.tmp: Path | None = None
@@ -64,17 +68,18 @@ class _GroupWriter:
             return
         self.writer.close()
         self.writer = None
-        final = self.target / f"train-{self.gen}-{len(self.shards):05d}.parquet"
+        final = f"{self.folder}/train-{self.gen}-{len(self.shards):05d}.parquet"
         with open(self.tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         entry = {
             "group": self.group,
-            "path": str(final.relative_to(self.out)),
+            "path": final,
             "rows": self.rows,
             "bytes": self.tmp.stat().st_size,
             "sha256": sha256_file(self.tmp),
         }
-        self.tmp.replace(final)
+        self.out.put_file(self.tmp, final)
+        self.tmp = None
         self.shards.append(entry)
 
     def write(self, table: pa.Table) -> None:
@@ -82,7 +87,7 @@ class _GroupWriter:
             while batch.num_rows:
                 if self.writer is None or self.rows >= self.spec.shard_rows or self.bytes >= self.spec.shard_bytes:
                     self._close_current()
-                    self.tmp = temp_file(self.target, ".parquet")
+                    self.tmp = temp_file(self.scratch, ".parquet")
                     self.writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
                     self.rows = self.bytes = 0
                 chunk = batch.slice(0, self.spec.shard_rows - self.rows)
@@ -95,19 +100,21 @@ class _GroupWriter:
         if self.writer is not None:
             with contextlib.suppress(Exception):
                 self.writer.close()
-        for path in [self.tmp] + [self.out / shard["path"] for shard in self.shards]:
-            if path is not None:
-                with contextlib.suppress(OSError):
-                    path.unlink()
+        if self.tmp is not None:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
+        for shard in self.shards:
+            self.out.delete(shard["path"])
 
     def close(self) -> list[dict[str, Any]]:
         self._close_current()
-        fsync_dir(self.target)
+        if self.out.local:
+            fsync_dir(self.scratch)
         return self.shards
 
 
 def write_generation(
-    out: Path, recipe: str, store: SegmentStore, plan: list[tuple[str, Any]], gen: str, spec: ShardSpec,
+    out: Location, recipe: str, store: SegmentStore, plan: list[tuple[str, Any]], gen: str, spec: ShardSpec,
     schema: pa.Schema,
 ) -> list[dict[str, Any]]:
     """Write the rows ``plan`` chooses (per segment, the unit keys to take) as shard generation ``gen``.
@@ -141,21 +148,18 @@ def write_generation(
         for writer in writers.values():  # nothing of a failed generation stays beside the published one
             writer.discard()
         if isinstance(exc, OSError):
-            raise_output_error(exc, out / recipe)
+            raise_output_error(exc, out.display(recipe))
         raise
 
 
-def delete_other_generations(out: Path, recipe: str, keep: set[str]) -> None:
-    """Remove shard files of ``recipe`` not in ``keep`` (paths relative to ``out``), and emptied folders."""
-    root = out / recipe
-    if not root.is_dir():
-        return
-    for folder in root.iterdir():
-        if not folder.is_dir():
-            continue
-        for path in folder.iterdir():
-            if path.name.endswith(".parquet") and str(path.relative_to(out)) not in keep:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-        with contextlib.suppress(OSError):
-            folder.rmdir()  # only succeeds when empty
+def delete_other_generations(out: Location, recipe: str, keep: set[str]) -> None:
+    """Remove shard files of ``recipe`` not in ``keep`` (paths relative to ``out``), and emptied local folders."""
+    for group in out.listdir(recipe):
+        names = out.listdir(f"{recipe}/{group}")
+        for name in names:
+            rel = f"{recipe}/{group}/{name}"
+            if name.endswith(".parquet") and rel not in keep:
+                out.delete(rel)
+        if out.local:
+            with contextlib.suppress(OSError):
+                Path(out.path(f"{recipe}/{group}")).rmdir()  # only succeeds when empty
