@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROMPTS_DIR = PROJECT_ROOT / "prompts"
+# Prompt templates and exemplars are data: POLYSYNTH_PROMPTS_DIR points a run at an edited copy. What a template
+# renders is part of each row's identity, so editing one regenerates exactly the requests it renders.
+PROMPTS_DIR = Path(os.environ.get("POLYSYNTH_PROMPTS_DIR") or PROJECT_ROOT / "prompts").resolve()
 DATA_DIR = PROJECT_ROOT / "data"
 
 

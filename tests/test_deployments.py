@@ -65,12 +65,16 @@ def _absolute_paths(config: dict[str, Any], base: Path) -> dict[str, Any]:
     return dump
 
 
-def _tiny_prefect_file(tmp_path: Path, name: str, out: Path) -> Path:
-    """prefect.yaml reduced to its entitycs deployment, renamed and on a few sentences into ``out``."""
+def _tiny_prefect_file(tmp_path: Path, name: str, out: Path, input_path: Path | None = None) -> Path:
+    """prefect.yaml reduced to its entitycs deployment, renamed and on a few sentences (or all of
+    ``input_path``) into ``out``."""
     spec = read_prefect_file(PREFECT_FILE)
     (entitycs,) = [d for d in spec["deployments"] if d["name"] == "entitycs"]
     config = dict(entitycs["parameters"]["config"])
-    config["input"] = dict(config["input"], limit=TINY_LIMIT)
+    if input_path is None:
+        config["input"] = dict(config["input"], limit=TINY_LIMIT)
+    else:
+        config["input"] = dict(config["input"], path=str(input_path), limit=None)
     config["output"] = dict(config["output"], dir=str(out))
     config["runner"] = dict(config["runner"], batch_size=16)
     deployment = dict(entitycs, name=name, parameters=dict(entitycs["parameters"], config=config))
@@ -213,6 +217,46 @@ def test_deployment_runs_on_a_process_worker(prefect_api: PrefectServer, tmp_pat
     assert _markdown_table(artifacts[0].data) == {
         lang: (totals["kept"].get(lang, 0), totals["rejected"].get(lang, 0)) for lang in langs
     }
+
+
+@pytest.mark.slow
+def test_a_deployment_whose_input_grew_generates_only_the_new_records(prefect_api: PrefectServer, tmp_path: Path):
+    """A scheduled deployment reruns on an input that grew: only the new records are generated, and the output
+    is the direct run's on the grown input."""
+    from prefect.deployments import run_deployment
+
+    from synth.config import load_config
+    from synth.pipeline import run_recipe
+
+    lines = (ROOT / "data" / "samples" / "wiki_sentences.jsonl").read_text(encoding="utf-8").splitlines()
+    source, out = tmp_path / "sentences.jsonl", tmp_path / "out"
+    source.write_text("\n".join(lines[:23]) + "\n", encoding="utf-8")
+    pool = "polysynth-grow"
+    create_pool(prefect_api, pool)
+    (name,) = deploy(None, pool, ROOT, prefect_file=_tiny_prefect_file(tmp_path, "entitycs-grow", out, source))
+    totals = []
+    with start_worker(prefect_api, pool):
+        for grown_to in (23, 61):
+            source.write_text("\n".join(lines[:grown_to]) + "\n", encoding="utf-8")
+            flow_run = run_deployment(name, timeout=RUN_TIMEOUT_S, poll_interval=2)
+            assert flow_run.state.is_completed(), f"{flow_run.state!r}\n{worker_log(prefect_api, pool)}"
+            totals.append(json.loads((out / "manifest.json").read_text(encoding="utf-8"))["recipes"]["entitycs"]["totals"])
+    assert [(t["units_generated"], t["units_total"]) for t in totals] == [(23, 23), (38, 61)]
+
+    def published(folder: Path) -> list:
+        state = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["recipes"]["entitycs"]
+        rows = []
+        for shard in state["shards"]:
+            table = pq.read_table(folder / shard["path"], columns=["id", "cs_sentence"])
+            rows += list(zip(table.column(0).to_pylist(), table.column(1).to_pylist()))
+        return sorted(rows)
+
+    config = _deployments()["entitycs"]["parameters"]["config"]
+    direct = tmp_path / "direct"
+    config_path = tmp_path / "direct.yaml"
+    config_path.write_text(yaml.safe_dump(dict(config, input={"path": str(source)}, output={"dir": str(direct)})))
+    run_recipe(load_config(config_path))
+    assert published(out) == published(direct)
 
 
 @pytest.mark.slow

@@ -19,6 +19,8 @@ from synth.errors import OutputError
 from synth.store import lock as lock_module
 from synth.store.lock import OutputLock
 
+ROOT = Path(__file__).resolve().parent.parent
+
 REPO = Path(__file__).resolve().parents[1]
 HOLDER = (
     "import sys, time; from pathlib import Path; from synth.store.lock import OutputLock; "
@@ -270,3 +272,36 @@ def test_fallback_keeps_record_from_another_host(tmp_path, no_flock):
     (tmp_path / ".lock.held").write_text(json.dumps(_record(host="elsewhere", pid=_dead_pid())))
     with pytest.raises(OutputError, match="on host elsewhere"):
         OutputLock(tmp_path).acquire()
+
+
+def test_a_killed_run_as_pid_1_in_a_container_does_not_strand_the_next_one(tmp_path):
+    """Real PID namespaces (``unshare --pid``, as a container runs synth as pid 1): a run holding the lock is
+    killed with SIGKILL, and the next run — pid 1 again, the same pid the lock record names — takes the lock
+    without anyone touching the file."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.fail("unshare (util-linux) is needed for this test")
+    hold = (
+        "import sys, time, json; from pathlib import Path; from synth.store.lock import OutputLock; "
+        "import os; lock = OutputLock(Path(sys.argv[1])); lock.acquire(); print(os.getpid(), flush=True); time.sleep(60)"
+    )
+    # --kill-child: SIGKILL to unshare reaches the namespace's pid 1 too, as stopping a container does
+    argv = ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc", sys.executable, "-c", hold, str(tmp_path)]
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert first.stdout.readline().strip() == "1"
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == 1
+        first.kill()
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    take = (
+        "import sys, os; from pathlib import Path; from synth.store.lock import OutputLock; "
+        "OutputLock(Path(sys.argv[1])).acquire(); print('took', os.getpid())"
+    )
+    second = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", take, str(tmp_path)],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.strip() == "took 1"

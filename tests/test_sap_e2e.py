@@ -13,14 +13,14 @@ from synth.paths import DATA_DIR, PROJECT_ROOT
 pytestmark = pytest.mark.slow
 
 
-def _synth(*args: str) -> subprocess.CompletedProcess:
+def _synth(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "synth.cli", *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         timeout=1500,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
     )
 
 
@@ -91,3 +91,28 @@ def test_sap_adding_a_language_reuses_summaries_and_a_lid_change_calls_nothing(t
     reasons = state["totals"]["reject_reasons"]
     assert sum(state["totals"]["kept"].values()) + sum(state["totals"]["rejected"].values()) == 6
     assert sum(state["totals"]["kept"].values()) <= sum(1 for r in rows if r.get("reject_reason") is None)
+
+
+def test_sap_editing_a_template_regenerates_only_what_it_renders(tmp_path):
+    """The query template is edited between two runs: the summaries are reused, every query is generated again,
+    and no row of the old template is published."""
+    import shutil
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(PROJECT_ROOT / "prompts", prompts)
+    out = tmp_path / "out"
+    args = ["run", "sap", "--config", str(DATA_DIR / "configs" / "sap.yaml"), "--limit", "2", "--languages", "de,zh", "--out", str(out)]
+    env = {"POLYSYNTH_PROMPTS_DIR": str(prompts)}
+    first = _synth(*args, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]
+    template = prompts / "sap" / "query_crosslingual.v1.yaml"
+    template.write_text(template.read_text().replace("Question", "A question", 1))
+    edited = _synth(*args, env=env)
+    assert edited.returncode == 0, edited.stderr[-3000:]
+    state = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]
+    assert state["totals"]["usage"]["per_step"] == {"summary": 0, "query": 4}
+    assert state["config_hash"] != before["config_hash"]
+    rows = [r for shard in state["shards"] for r in pl.read_parquet(out / shard["path"]).to_dicts()]
+    assert len(rows) == 4 and {r["config_hash"] for r in rows} == {state["config_hash"]}
+    assert not any((out / shard["path"]).exists() for shard in before["shards"])
