@@ -61,8 +61,9 @@ def test_sap_cli_run_calls_rows_and_rerun(tmp_path):
     assert again["totals"]["usage"]["calls"] == 0 and again["shards"] == state["shards"]
 
 
-def test_sap_adding_a_language_reuses_summaries_and_a_lid_change_calls_nothing(tmp_path):
-    """What a user sees when a finished run grows by a language, then gets a stricter LID threshold."""
+def test_sap_a_language_a_lid_threshold_and_a_template_cost_only_what_they_change(tmp_path):
+    """What a user sees when a finished run grows by a language, then gets a stricter LID threshold, then an
+    edited query template."""
     import yaml
 
     out = tmp_path / "out"
@@ -88,31 +89,23 @@ def test_sap_adding_a_language_reuses_summaries_and_a_lid_change_calls_nothing(t
     assert refiltered.returncode == 0, refiltered.stderr[-3000:]
     state = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]
     assert state["totals"]["usage"]["calls"] == 0 and state["totals"]["usage"]["reused"] == 3 + 6
-    reasons = state["totals"]["reject_reasons"]
     assert sum(state["totals"]["kept"].values()) + sum(state["totals"]["rejected"].values()) == 6
     assert sum(state["totals"]["kept"].values()) <= sum(1 for r in rows if r.get("reject_reason") is None)
 
-
-def test_sap_editing_a_template_regenerates_only_what_it_renders(tmp_path):
-    """The query template is edited between two runs: the summaries are reused, every query is generated again,
-    and no row of the old template is published."""
+    # an edited query template (a copy of prompts/ through POLYSYNTH_PROMPTS_DIR): the summaries are reused,
+    # every query is generated again, and no row of the old template stays published
     import shutil
 
     prompts = tmp_path / "prompts"
     shutil.copytree(PROJECT_ROOT / "prompts", prompts)
-    out = tmp_path / "out"
-    args = ["run", "sap", "--config", str(DATA_DIR / "configs" / "sap.yaml"), "--limit", "2", "--languages", "de,zh", "--out", str(out)]
-    env = {"POLYSYNTH_PROMPTS_DIR": str(prompts)}
-    first = _synth(*args, env=env)
-    assert first.returncode == 0, first.stderr[-3000:]
-    before = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]
     template = prompts / "sap" / "query_crosslingual.v1.yaml"
     template.write_text(template.read_text().replace("Question", "A question", 1))
-    edited = _synth(*args, env=env)
+    edited = _synth("run", "sap", "--config", str(strict_path), "--limit", "3", "--languages", "de,zh", "--out", str(out),
+                    env={"POLYSYNTH_PROMPTS_DIR": str(prompts)})
     assert edited.returncode == 0, edited.stderr[-3000:]
-    state = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]
-    assert state["totals"]["usage"]["per_step"] == {"summary": 0, "query": 4}
-    assert state["config_hash"] != before["config_hash"]
-    rows = [r for shard in state["shards"] for r in pl.read_parquet(out / shard["path"]).to_dicts()]
-    assert len(rows) == 4 and {r["config_hash"] for r in rows} == {state["config_hash"]}
-    assert not any((out / shard["path"]).exists() for shard in before["shards"])
+    after = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]
+    assert after["totals"]["usage"]["per_step"] == {"summary": 0, "query": 6}
+    assert after["config_hash"] != state["config_hash"]
+    rows = [r for shard in after["shards"] for r in pl.read_parquet(out / shard["path"]).to_dicts()]
+    assert len(rows) == 6 and {r["config_hash"] for r in rows} == {after["config_hash"]}
+    assert not any((out / shard["path"]).exists() for shard in state["shards"])

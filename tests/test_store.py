@@ -252,3 +252,17 @@ def test_a_full_disk_during_finalize_keeps_the_previous_generation_published(tmp
     assert not list(out.rglob(".tmp-*"))
     run_recipe(_config(tmp_path, out, limit=200, output={"shard_rows": 40}))
     assert published(out) == before
+
+
+def test_a_segment_cut_short_by_a_power_loss_is_discarded_and_its_units_redone(tmp_path):
+    """Segments are not fsynced (a kill never loses them); one whose data never reached the disk reads as
+    garbage after a power loss: the next run drops it and redoes exactly its units."""
+    out = tmp_path / "out"
+    run_recipe(_config(tmp_path, out, limit=50, batch_size=10))
+    store = SegmentStore(out, "entitycs")
+    victim = store.segments()[2]
+    path = Path(store.location.path(store._rel(victim)))
+    path.write_bytes(b"\0" * path.stat().st_size)  # what a lost page cache leaves behind
+    again = run_recipe(_config(tmp_path, out, limit=50, batch_size=10))
+    assert again.units_generated == 10 and victim not in store.segments()
+    assert published(out) == direct(tmp_path, limit=50)

@@ -81,6 +81,11 @@ class CachingEngine:
         names = self.location.listdir(self.folder) if self.location is not None else []
         files = [f"{self.folder}/{n}" for n in names if n.endswith(".parquet") and not n.startswith(".")]
         keys, file_ix, row_ix = [], [], []
+        for path in list(files):
+            try:
+                self.location.read_schema(path)
+            except (OSError, pa.ArrowInvalid):  # cut short by a power loss: a cache file, simply not used
+                files.remove(path)
         for number, path in enumerate(files):
             column = self.location.read_table(path, columns=["key"]).column(0)
             column = column.to_numpy(zero_copy_only=False).astype(np.uint64)
@@ -150,7 +155,7 @@ class CachingEngine:
             },
             schema=GENERATION_SCHEMA,
         )
-        self.location.write_table(f"{self.folder}/{segment_id}.parquet", table)
+        self.location.write_table(f"{self.folder}/{segment_id}.parquet", table, durable=False)
         return len(new)
 
     def discard(self) -> None:

@@ -86,10 +86,12 @@ class Location:
         except OSError as exc:
             raise_output_error(exc, self.display(rel))
 
-    def write_table(self, rel: str, table: pa.Table, metadata: dict[bytes, bytes] | None = None) -> int:
-        """Write a zstd Parquet file whole; returns its size in bytes."""
+    def write_table(
+        self, rel: str, table: pa.Table, metadata: dict[bytes, bytes] | None = None, *, durable: bool = True
+    ) -> int:
+        """Write a zstd Parquet file whole; returns its size in bytes (``durable``: see ``write_parquet_atomic``)."""
         if self.local:
-            return write_parquet_atomic(Path(self.path(rel)), table, metadata)
+            return write_parquet_atomic(Path(self.path(rel)), table, metadata, durable=durable)
         if metadata:
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
         buffer = io.BytesIO()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -36,6 +37,8 @@ import pyarrow.parquet as pq
 from synth.store.files import raise_output_error, temp_file
 from synth.store.location import Location
 from synth.store.units import KeySet
+
+log = logging.getLogger(__name__)
 
 STORE_DIR = ".polysynth"
 UNIT_COLUMN = "_unit"
@@ -67,7 +70,9 @@ class SegmentStore:
             UNITS_KEY: np.asarray(units, dtype="<u8").tobytes(),
             USAGE_KEY: json.dumps(usage).encode(),
         }
-        self.location.write_table(self._rel(sid), rows, metadata)
+        # No fsync on the hot path: a kill never loses a renamed segment, and one that a power loss left
+        # unreadable is discarded by the next run (its units are redone).
+        self.location.write_table(self._rel(sid), rows, metadata, durable=False)
         return sid
 
     def segments(self) -> list[str]:
@@ -86,6 +91,19 @@ class SegmentStore:
 
     def rows(self, sid: str) -> pa.Table:
         return self.location.read_table(self._rel(sid))
+
+    def discard_unreadable(self) -> list[str]:
+        """Delete segments whose footer cannot be read (a power loss before their data reached the disk);
+        their units are then not done. Only the driver calls this, holding the output lock."""
+        dropped = []
+        for sid in self.segments():
+            try:
+                self.unit_keys(sid)
+            except (OSError, pa.ArrowInvalid) as exc:
+                log.warning("discarding unreadable ledger segment %s (%s); its units will be redone", sid, exc)
+                self.location.delete(self._rel(sid))
+                dropped.append(sid)
+        return dropped
 
     def done_keys(self) -> KeySet:
         """Every unit any committed segment holds."""
