@@ -2,7 +2,7 @@
 
 What a push sends: the finished shards ``<recipe>/<lang>/train-*.parquet`` (``<recipe>/_rejected/`` only with
 ``include_rejected``), a dataset card generated for exactly those configs (``README.md``), and the manifest's
-provenance (``manifest.json``: run configs without local paths, shard checksums, totals). Never ``.work/``,
+provenance (``manifest.json``: run configs without local paths, shard checksums, totals). Never ``.polysynth/`` (the ledger),
 ``.lock``, ``.push/`` or temp files.
 
 It is idempotent. The remote tree is listed once (LFS files carry their sha256, regular files their git blob id)
