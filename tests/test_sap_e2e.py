@@ -67,29 +67,29 @@ def test_sap_a_language_a_lid_threshold_and_a_template_cost_only_what_they_chang
     import yaml
 
     out = tmp_path / "out"
-    base = ["run", "sap", "--config", str(DATA_DIR / "configs" / "sap.yaml"), "--limit", "3", "--out", str(out)]
+    base = ["run", "sap", "--config", str(DATA_DIR / "configs" / "sap.yaml"), "--limit", "2", "--out", str(out)]
     first = _synth(*base, "--languages", "de")
     assert first.returncode == 0, first.stderr[-3000:]
     grown = _synth(*base, "--languages", "de,zh")
     assert grown.returncode == 0, grown.stderr[-3000:]
     usage = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]["totals"]["usage"]
-    # the summaries and the German queries are stored generations: only the 3 Chinese queries reach the model
-    assert usage["per_step"] == {"summary": 0, "query": 3} and usage["reused"] == 3 + 3
-    assert "units generated 3/3 · LLM calls 3" in grown.stdout
+    # the summaries and the German queries are stored generations: only the 2 Chinese queries reach the model
+    assert usage["per_step"] == {"summary": 0, "query": 2} and usage["reused"] == 2 + 2
+    assert "units generated 2/2 · LLM calls 2" in grown.stdout
     rows = [r for shard in json.loads((out / "manifest.json").read_text())["recipes"]["sap"]["shards"]
             for r in pl.read_parquet(out / shard["path"]).to_dicts()]
-    assert sorted(r["lang"] for r in rows) == ["de"] * 3 + ["zh"] * 3
+    assert sorted(r["lang"] for r in rows) == ["de"] * 2 + ["zh"] * 2
 
     strict = yaml.safe_load((DATA_DIR / "configs" / "sap.yaml").read_text())
     strict["input"]["path"] = str(DATA_DIR / "samples" / "wiki_passages.jsonl")
     strict["lid"]["threshold"] = 0.99
     strict_path = tmp_path / "strict.yaml"
     strict_path.write_text(yaml.safe_dump(strict))
-    refiltered = _synth("run", "sap", "--config", str(strict_path), "--limit", "3", "--languages", "de,zh", "--out", str(out))
+    refiltered = _synth("run", "sap", "--config", str(strict_path), "--limit", "2", "--languages", "de,zh", "--out", str(out))
     assert refiltered.returncode == 0, refiltered.stderr[-3000:]
     state = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]
-    assert state["totals"]["usage"]["calls"] == 0 and state["totals"]["usage"]["reused"] == 3 + 6
-    assert sum(state["totals"]["kept"].values()) + sum(state["totals"]["rejected"].values()) == 6
+    assert state["totals"]["usage"]["calls"] == 0 and state["totals"]["usage"]["reused"] == 2 + 4
+    assert sum(state["totals"]["kept"].values()) + sum(state["totals"]["rejected"].values()) == 4
     assert sum(state["totals"]["kept"].values()) <= sum(1 for r in rows if r.get("reject_reason") is None)
 
     # an edited query template (a copy of prompts/ through POLYSYNTH_PROMPTS_DIR): the summaries are reused,
@@ -100,12 +100,12 @@ def test_sap_a_language_a_lid_threshold_and_a_template_cost_only_what_they_chang
     shutil.copytree(PROJECT_ROOT / "prompts", prompts)
     template = prompts / "sap" / "query_crosslingual.v1.yaml"
     template.write_text(template.read_text().replace("Question", "A question", 1))
-    edited = _synth("run", "sap", "--config", str(strict_path), "--limit", "3", "--languages", "de,zh", "--out", str(out),
+    edited = _synth("run", "sap", "--config", str(strict_path), "--limit", "2", "--languages", "de,zh", "--out", str(out),
                     env={"POLYSYNTH_PROMPTS_DIR": str(prompts)})
     assert edited.returncode == 0, edited.stderr[-3000:]
     after = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]
-    assert after["totals"]["usage"]["per_step"] == {"summary": 0, "query": 6}
+    assert after["totals"]["usage"]["per_step"] == {"summary": 0, "query": 4}
     assert after["config_hash"] != state["config_hash"]
     rows = [r for shard in after["shards"] for r in pl.read_parquet(out / shard["path"]).to_dicts()]
-    assert len(rows) == 6 and {r["config_hash"] for r in rows} == {after["config_hash"]}
+    assert len(rows) == 4 and {r["config_hash"] for r in rows} == {after["config_hash"]}
     assert not any((out / shard["path"]).exists() for shard in state["shards"])
