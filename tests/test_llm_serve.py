@@ -11,6 +11,7 @@ from llm_fixtures import VLLMServer, vllm_server  # noqa: F401
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from synth.config import EngineConfig  # noqa: E402
+from synth.errors import EngineError  # noqa: E402
 from synth.llm.base import Request, Sampling  # noqa: E402
 from synth.llm.openai_engine import OpenAIEngine  # noqa: E402
 
@@ -64,9 +65,12 @@ def test_json_schema_is_enforced_by_the_server(engine: OpenAIEngine) -> None:
         assert value["label"] in {"red", "green"} and value["n"] in {1, 2}
 
 
-def test_server_side_errors_stay_per_request(engine: OpenAIEngine) -> None:
+def test_a_prompt_over_the_servers_context_stops_with_the_fix(engine: OpenAIEngine) -> None:
+    """vLLM's own 400 for a prompt longer than the context: no retry and no later request can fix it, so the
+    run stops at once, saying what to change (the message is the real server's)."""
     too_long = Request(id="long", prompt="word " * 5000, sampling=Sampling(max_tokens=4))
     fine = Request(id="ok", prompt="Short", sampling=Sampling(max_tokens=4))
-    bad, good = engine.generate([too_long, fine])
-    assert good.ok
-    assert not bad.ok and "HTTP 400" in bad.error
+    with pytest.raises(EngineError, match=r"HTTP 400.*maximum context length.*--max-model-len"):
+        engine.generate([too_long, fine])
+    [after] = engine.generate([fine])  # the engine itself is still usable
+    assert after.ok
