@@ -272,7 +272,6 @@ class RecipeRun:
         try:
             if self.out.local:
                 discard_temp_files(Path(self.out.path()))
-            self.store.discard_unreadable()
             self.manifest = Manifest(self.out)
             self.manifest.recipes.setdefault(self.recipe, {"shards": []})["status"] = "running"
             self.manifest.save()

@@ -81,13 +81,14 @@ class CachingEngine:
         names = self.location.listdir(self.folder) if self.location is not None else []
         files = [f"{self.folder}/{n}" for n in names if n.endswith(".parquet") and not n.startswith(".")]
         keys, file_ix, row_ix = [], [], []
-        for path in list(files):
+        readable = []
+        for path in files:
             try:
-                self.location.read_schema(path)
+                column = self.location.read_table(path, columns=["key"]).column(0)
             except (OSError, pa.ArrowInvalid):  # cut short by a power loss: a cache file, simply not used
-                files.remove(path)
-        for number, path in enumerate(files):
-            column = self.location.read_table(path, columns=["key"]).column(0)
+                continue
+            number = len(readable)
+            readable.append(path)
             column = column.to_numpy(zero_copy_only=False).astype(np.uint64)
             keys.append(column)
             file_ix.append(np.full(len(column), number, dtype=np.int32))
@@ -96,7 +97,7 @@ class CachingEngine:
             return np.empty(0, np.uint64), np.empty(0, np.int32), np.empty(0, np.int64), []
         all_keys = np.concatenate(keys)
         order = np.argsort(all_keys, kind="stable")
-        return all_keys[order], np.concatenate(file_ix)[order], np.concatenate(row_ix)[order], files
+        return all_keys[order], np.concatenate(file_ix)[order], np.concatenate(row_ix)[order], readable
 
     def _table(self, path: str) -> pa.Table:
         table = self._tables.get(path)

@@ -92,22 +92,17 @@ class SegmentStore:
     def rows(self, sid: str) -> pa.Table:
         return self.location.read_table(self._rel(sid))
 
-    def discard_unreadable(self) -> list[str]:
-        """Delete segments whose footer cannot be read (a power loss before their data reached the disk);
-        their units are then not done. Only the driver calls this, holding the output lock."""
-        dropped = []
+    def done_keys(self) -> KeySet:
+        """Every unit any committed segment holds. A segment whose footer cannot be read (a power loss before its
+        data reached the disk) is deleted here, in the same pass, so its units count as not done. Only the driver
+        calls this, holding the output lock."""
+        arrays = []
         for sid in self.segments():
             try:
-                self.unit_keys(sid)
+                arrays.append(self.unit_keys(sid))
             except (OSError, pa.ArrowInvalid) as exc:
                 log.warning("discarding unreadable ledger segment %s (%s); its units will be redone", sid, exc)
                 self.location.delete(self._rel(sid))
-                dropped.append(sid)
-        return dropped
-
-    def done_keys(self) -> KeySet:
-        """Every unit any committed segment holds."""
-        arrays = [self.unit_keys(sid) for sid in self.segments()]
         return KeySet(np.concatenate(arrays) if arrays else None, owned=True)
 
     def choose(self, wanted: KeySet) -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
