@@ -7,6 +7,8 @@ The store's ledger, not Prefect's cache, decides what is done, so a rerun of a f
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -16,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
+from synth import progress
 from synth.config import RunConfigBase
 from synth.errors import EngineError
 from synth.pipeline import Batch, BatchReport, IncompleteRunError, RecipeRun, _Done, drive, process_batch
@@ -62,8 +65,7 @@ def run_recipe_flow(config: RunConfigBase, out: str | None = None) -> dict[str, 
         logger.info(
             "%s: %d units, %d to generate, output %s", config.recipe, run.units_total, run.units_pending, out_dir
         )
-        progress = create_progress_artifact(progress=0.0, description=f"{config.recipe}: units generated")
-        run.on_progress = lambda done, total: update_progress_artifact(progress, 100.0 * done / max(total, 1))
+        artifact = ProgressArtifact(run.progress)
         try:
             if config.runner.task_runner == "thread":
                 # One engine per process and batches are already large: run them one after another.
@@ -79,9 +81,55 @@ def run_recipe_flow(config: RunConfigBase, out: str | None = None) -> dict[str, 
         except IncompleteRunError as error:
             _summary_artifact(config, error.summary)
             raise
+        finally:
+            artifact.close()
     _summary_artifact(config, summary)
     logger.info("%s: kept %s, rejected %s", config.recipe, summary.kept, summary.rejected)
     return summary.as_dict()
+
+
+class ProgressArtifact:
+    """The flow run's progress artifact, kept in step with ``synth.progress`` so the Prefect UI shows a deployed
+    run moving, inside batches too.
+
+    Updates are sent from a thread of its own, at most every ``interval_s``: model answers arrive on engine
+    threads (the OpenAI engine's event loop among them), where Prefect's client must not be called.
+    """
+
+    def __init__(self, state: progress.RunProgress, interval_s: float = 2.0):
+        self.state = state
+        self.id = create_progress_artifact(
+            progress=0.0, key=f"polysynth-{state.recipe}-progress", description=state.line()
+        )
+        self._changed = threading.Event()
+        self._closed = threading.Event()
+        self._interval_s = interval_s
+        self._watch = progress.watching(self._on_event)
+        self._watch.__enter__()
+        context = contextvars.copy_context()  # the Prefect client settings of this flow run
+        self._thread = threading.Thread(target=context.run, args=(self._send_updates,), daemon=True)
+        self._thread.start()
+
+    def _on_event(self, state: progress.RunProgress, event: str) -> None:
+        if state is self.state:
+            self._changed.set()
+
+    def _send_updates(self) -> None:
+        while not self._closed.is_set():
+            if self._changed.wait(timeout=self._interval_s) and not self._closed.is_set():
+                self._changed.clear()
+                self._update()
+                self._closed.wait(self._interval_s)
+
+    def _update(self) -> None:
+        update_progress_artifact(self.id, 100.0 * self.state.fraction, description=self.state.line())
+
+    def close(self) -> None:
+        """Stop the updates and send the final state."""
+        self._watch.__exit__(None, None, None)
+        self._closed.set()
+        self._thread.join()
+        self._update()
 
 
 def _summary_artifact(config: RunConfigBase, summary: Any) -> None:

@@ -38,7 +38,13 @@ RECIPE_NAMES = ("sap", "entitycs", "cod")
 
 
 def _fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    from synth.terminal import current_log_file
+
+    log = current_log_file()
+    where = f" [dim](log: {escape(str(log))})[/]" if log is not None else ""
+    console.print(f"[bold red]error:[/] {escape(str(error))}{where}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -94,6 +100,7 @@ def run(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output directory (overrides output.dir)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Process at most N input records."),
     languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Comma-separated ISO codes, e.g. de,hi,sw."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show Prefect's and vLLM's logs (always in OUT/logs/)."),
 ) -> None:
     """Run one recipe once, as a Prefect flow.
 
@@ -108,10 +115,18 @@ def run(
         overrides["output.dir"] = out if "://" in out else str(Path(out).resolve())
     run_config = load_config(config, recipe=recipe, overrides=overrides)
     _preflight(run_config, config)
+    print_summary(_run_watched(run_config, verbose))
+
+
+def _run_watched(run_config: Any, verbose: bool) -> dict[str, Any]:
+    """Run a recipe's flow with its logs in OUT/logs/ and its progress on stdout; returns the run summary."""
+    from synth.terminal import ProgressDisplay, log_path_for, send_logs_to_file
+
+    send_logs_to_file(log_path_for(run_config.output.dir), verbose)
     from flows.runner import run_flow
 
-    _quiet_user_error_tracebacks()
-    print_summary(run_flow(run_config))
+    with ProgressDisplay(Console()):
+        return run_flow(run_config)
 
 
 def _preflight(run_config: Any, config_path: Path) -> None:
@@ -130,26 +145,11 @@ def _preflight(run_config: Any, config_path: Path) -> None:
         raise ConfigError(error.message, file=str(config_path), row=error.row, field=error.field) from None
 
 
-class _DropUserErrorTracebacks:
-    """A logging filter: Prefect logs a failed flow's or task's exception with its traceback; a SynthError is
-    printed by the CLI as one line instead (Prefect's API log still records it)."""
-
-    def filter(self, record: Any) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], SynthError))
-
-
-def _quiet_user_error_tracebacks() -> None:
-    import logging
-
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _DropUserErrorTracebacks) for f in handler.filters):
-            handler.addFilter(_DropUserErrorTracebacks())
-
-
 @app.command()
 @_guard
 def demo(
     out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Output directory."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show Prefect's and vLLM's logs (always in OUT/logs/)."),
 ) -> None:
     """Run all three recipes on the shipped sample data with the default CPU model, then write a report.
 
@@ -163,16 +163,11 @@ def demo(
     from synth.paths import DATA_DIR
 
     plan = yaml.safe_load((DATA_DIR / "configs" / "demo.yaml").read_text(encoding="utf-8"))
-    from flows.runner import run_flow
-
-    summaries = []
     for recipe, overrides in plan["recipes"].items():
         overrides = dict(overrides or {}, **{"output.dir": str(out.resolve())})
         config = load_config(DATA_DIR / "configs" / f"{recipe}.yaml", recipe=recipe, overrides=overrides)
         console.print(f"[bold]demo:[/] {recipe} …")
-        summary = run_flow(config)
-        print_summary(summary)
-        summaries.append(summary)
+        print_summary(_run_watched(config, verbose))
     from synth.report import write_report
 
     report = write_report(out)
@@ -209,15 +204,64 @@ def lid(
 @app.command()
 @_guard
 def report(out: Path = typer.Argument(..., help="An output directory written by synth run/demo.")) -> None:
-    """Write OUT/report/index.html with plots: rows per language, reject reasons, LID scores, lengths, throughput.
+    """Write OUT/report/index.html, one page that opens offline: sample kept and rejected rows (text, source,
+    LID score), output tokens per kept row, and figures of rows per language, reject reasons, LID scores, lengths.
 
     Example: synth report out/demo
     """
     from synth.report import write_report
 
-    if not (out / "manifest.json").exists():
-        raise SynthError("no manifest.json: not a polysynth output directory", file=str(out))
     print(write_report(out))
+
+
+@app.command()
+@_guard
+def show(
+    out: str = typer.Argument(..., help="An output directory written by synth run/demo."),
+    config: Optional[str] = typer.Argument(
+        None, help="A config as the output's README.md names it (sap-de, entitycs-hi, cod-ru, sap-rejected); omit to list them."
+    ),
+    rows: int = typer.Option(5, "--rows", "-n", min=1, help="How many rows to print."),
+    rejected: bool = typer.Option(False, "--rejected", help="The config's rejected rows, with their reject reason."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Only rejected rows with this reject reason (implies --rejected)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines (every column of a row per line) instead of a table."),
+) -> None:
+    """Print the first rows of one config of an output directory, or, without CONFIG, list its configs.
+
+    SAP rows print as a table of queries, EntityCS rows with the switched entities highlighted, COD rows as
+    dialogue transcripts with the slot values highlighted.
+
+    Example: synth show out/demo sap-de -n 3
+    """
+    from synth.browse import configs_json, list_configs, load_rows, render_configs, render_rows, row_json
+
+    if config is None:
+        contents = list_configs(out)
+        if as_json:
+            for line in configs_json(contents):
+                print(line)
+        else:
+            render_configs(Console(), out, contents)
+        return
+    selection = load_rows(out, config, limit=rows, rejected=rejected, reason=reason)
+    if as_json:
+        for row in selection.rows:
+            print(row_json(row))
+    else:
+        render_rows(Console(), selection)
+
+
+@app.command()
+@_guard
+def status(out: str = typer.Argument(..., help="An output directory written by synth run/demo.")) -> None:
+    """Say per recipe whether its run is running, complete, incomplete or failed, how far it got, and whether a
+    live run holds the output lock (probed without taking it).
+
+    Example: synth status out/demo
+    """
+    from synth.browse import output_status, render_status
+
+    render_status(Console(), output_status(out))
 
 
 @app.command("push")

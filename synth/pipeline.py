@@ -36,6 +36,8 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 import pyarrow as pa
 
+from synth import progress
+from synth.browse import record_run_start
 from synth.config import RunConfigBase
 from synth.errors import InputError, SynthError
 from synth.llm.base import Usage
@@ -254,7 +256,7 @@ class RecipeRun:
         self.units_failed = 0
         self.failure: str | None = None
         self.usage = Usage()
-        self.on_progress: Callable[[int, int], None] | None = None
+        self.progress = progress.RunProgress(self.recipe)
         self._started = time.perf_counter()
 
     def _recipe(self) -> Recipe:
@@ -276,12 +278,16 @@ class RecipeRun:
             self.manifest.recipes.setdefault(self.recipe, {"shards": []})["status"] = "running"
             self.manifest.save()
             self.plan()
+            record_run_start(self.out, self.recipe, units_total=self.units_total, units_pending=self.units_pending)
         except BaseException:
             self.lock.release()
             raise
+        self.progress.units_total, self.progress.units_pending = self.units_total, self.units_pending
+        progress.run_started(self.progress)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        progress.run_finished(self.progress)
         self.lock.release()
 
     def check(self) -> None:
@@ -375,8 +381,15 @@ class RecipeRun:
         self.units_failed += report.units_failed
         self.failure = self.failure or report.failure
         self.usage.merge(Usage(**report.usage))
-        if self.on_progress is not None:
-            self.on_progress(self.units_generated + self.units_failed, self.units_pending)
+        progress.batch_finished(
+            self.progress,
+            units=report.units,
+            failed=report.units_failed,
+            kept=sum(report.kept.values()),
+            rejected=sum(report.rejected.values()),
+            output_tokens=report.usage.get("completion_tokens", 0),
+            generate_s=report.usage.get("generate_s", 0.0),
+        )
 
     def finalize(self) -> RunSummary:
         """Publish the wanted units' rows as one shard generation, commit it (manifest + card), drop the old one."""

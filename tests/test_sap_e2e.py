@@ -63,13 +63,29 @@ def test_sap_cli_run_calls_rows_and_rerun(tmp_path):
 
 def test_sap_a_language_a_lid_threshold_and_a_template_cost_only_what_they_change(tmp_path):
     """What a user sees when a finished run grows by a language, then gets a stricter LID threshold, then an
-    edited query template."""
+    edited query template. The bookkeeping does not depend on the model, so this runs on the tiny test model."""
+    import shutil
+
     import yaml
 
+    from synth.llm.model import tiny_test_model_path
+
+    config = yaml.safe_load((DATA_DIR / "configs" / "sap.yaml").read_text())
+    config["input"]["path"] = str(DATA_DIR / "samples" / "wiki_passages.jsonl")
+    config["engine"].update(model=str(tiny_test_model_path()), dtype="float32", max_model_len=2048)
+    config["sap"].update(summary_max_tokens=8, query_max_tokens=6)
+    config["runner"]["batch_size"] = 1
+    config_path = tmp_path / "sap.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
     out = tmp_path / "out"
-    base = ["run", "sap", "--config", str(DATA_DIR / "configs" / "sap.yaml"), "--limit", "2", "--out", str(out)]
+    base = ["run", "sap", "--config", str(config_path), "--limit", "2", "--out", str(out)]
     first = _synth(*base, "--languages", "de")
     assert first.returncode == 0, first.stderr[-3000:]
+    # stdout is a pipe: one progress line per batch, and not one library log line on the terminal
+    progress_lines = [line for line in first.stdout.splitlines() if line.startswith("sap: units")]
+    assert [line.split(" (")[0] for line in progress_lines] == ["sap: units 1/2", "sap: units 2/2"]
+    assert first.stderr == ""
     grown = _synth(*base, "--languages", "de,zh")
     assert grown.returncode == 0, grown.stderr[-3000:]
     usage = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]["totals"]["usage"]
@@ -80,12 +96,9 @@ def test_sap_a_language_a_lid_threshold_and_a_template_cost_only_what_they_chang
             for r in pl.read_parquet(out / shard["path"]).to_dicts()]
     assert sorted(r["lang"] for r in rows) == ["de"] * 2 + ["zh"] * 2
 
-    strict = yaml.safe_load((DATA_DIR / "configs" / "sap.yaml").read_text())
-    strict["input"]["path"] = str(DATA_DIR / "samples" / "wiki_passages.jsonl")
-    strict["lid"]["threshold"] = 0.99
-    strict_path = tmp_path / "strict.yaml"
-    strict_path.write_text(yaml.safe_dump(strict))
-    refiltered = _synth("run", "sap", "--config", str(strict_path), "--limit", "2", "--languages", "de,zh", "--out", str(out))
+    config["lid"]["threshold"] = 0.99
+    config_path.write_text(yaml.safe_dump(config))
+    refiltered = _synth(*base, "--languages", "de,zh")
     assert refiltered.returncode == 0, refiltered.stderr[-3000:]
     state = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]
     assert state["totals"]["usage"]["calls"] == 0 and state["totals"]["usage"]["reused"] == 2 + 4
@@ -94,14 +107,11 @@ def test_sap_a_language_a_lid_threshold_and_a_template_cost_only_what_they_chang
 
     # an edited query template (a copy of prompts/ through POLYSYNTH_PROMPTS_DIR): the summaries are reused,
     # every query is generated again, and no row of the old template stays published
-    import shutil
-
     prompts = tmp_path / "prompts"
     shutil.copytree(PROJECT_ROOT / "prompts", prompts)
     template = prompts / "sap" / "query_crosslingual.v1.yaml"
     template.write_text(template.read_text().replace("Question", "A question", 1))
-    edited = _synth("run", "sap", "--config", str(strict_path), "--limit", "2", "--languages", "de,zh", "--out", str(out),
-                    env={"POLYSYNTH_PROMPTS_DIR": str(prompts)})
+    edited = _synth(*base, "--languages", "de,zh", env={"POLYSYNTH_PROMPTS_DIR": str(prompts)})
     assert edited.returncode == 0, edited.stderr[-3000:]
     after = json.loads((out / "manifest.json").read_text())["recipes"]["sap"]
     assert after["totals"]["usage"]["per_step"] == {"summary": 0, "query": 4}

@@ -39,6 +39,7 @@ from typing import Any, Coroutine, Sequence, TypeVar
 
 import httpx
 
+from synth import progress
 from synth.config import EngineConfig
 from synth.errors import EngineError
 from synth.llm.base import Request, Result
@@ -195,6 +196,7 @@ class OpenAIEngine:
                 async with endpoint.semaphore:
                     result = await self._call(endpoint, request)
                 result.latency_s = time.monotonic() - started
+                progress.answers_arrived(1)
                 return result, False
             except _FatalError as exc:
                 if exc.status in RUN_STOPPING:

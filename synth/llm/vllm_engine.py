@@ -25,6 +25,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
+from synth import progress
 from synth.config import EngineConfig
 from synth.errors import EngineError
 from synth.llm.base import Request, Result, Sampling
@@ -155,6 +156,8 @@ class VLLMEngine:
             # spaces until max_tokens cuts the JSON off. Also saves tokens. Only xgrammar and guidance
             # support it, so "auto" (xgrammar with fallbacks) becomes xgrammar.
             "structured_outputs_config": dict(STRUCTURED_OUTPUTS_CONFIG),
+            # Loading progress is written straight to stderr, past the log file: the run draws its own.
+            "use_tqdm_on_load": False,
         }
         if config.gpu_memory_utilization is not None:
             options["gpu_memory_utilization"] = config.gpu_memory_utilization
@@ -212,14 +215,14 @@ class VLLMEngine:
         outputs: dict[int, RequestOutput] = {}
         if prompt_idx:
             done = llm.generate(
-                [requests[i].prompt for i in prompt_idx], [params[i] for i in prompt_idx], use_tqdm=False
+                [requests[i].prompt for i in prompt_idx], [params[i] for i in prompt_idx], use_tqdm=_count_answers
             )
             outputs.update(zip(prompt_idx, done))
         if chat_idx:
             done = llm.chat(
                 [[dict(message) for message in requests[i].messages or ()] for i in chat_idx],
                 [params[i] for i in chat_idx],
-                use_tqdm=False,
+                use_tqdm=_count_answers,
             )
             outputs.update(zip(chat_idx, done))
         latency = time.monotonic() - started
@@ -250,3 +253,33 @@ class VLLMEngine:
         if callable(shutdown):
             shutdown()
         del llm
+
+
+class _AnswerCounter:
+    """Stands in for the tqdm bar of vLLM's offline loop: each finished request goes to ``synth.progress``, so a
+    long batch shows answers arriving instead of a frozen screen."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.postfix = ""
+        self._started = time.monotonic()
+
+    @property
+    def format_dict(self) -> dict[str, float]:
+        return {"elapsed": max(time.monotonic() - self._started, 1e-6)}
+
+    def update(self, count: int = 1) -> None:
+        self.n += count
+        progress.answers_arrived(count)
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _count_answers(iterable: Any = None, **_: Any) -> Any:
+    """vLLM calls its ``use_tqdm`` factory on the prompts it renders (pass them through) and once with no
+    iterable for the generation loop (count answers)."""
+    return iterable if iterable is not None else _AnswerCounter()
