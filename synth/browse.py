@@ -606,7 +606,7 @@ def render_status(console: Console, status: OutputStatus) -> None:
 
     colors = {"running": "yellow", "complete": "green", "incomplete": "magenta", "failed": "red"}
     table = Table(title=_plain(f"status of {status.out}"))
-    for name, justify in (("recipe", "left"), ("state", "left"), ("units done/total", "right"), ("kept", "right"),
+    for name, justify in (("recipe", "left"), ("state", "left"), ("units", "right"), ("kept", "right"),
                           ("rejected", "right"), ("counted", "left"), ("last update", "left"), ("note", "left")):
         table.add_column(name, justify=justify, overflow="fold")
     for recipe in status.recipes:
@@ -615,7 +615,7 @@ def render_status(console: Console, status: OutputStatus) -> None:
         else:
             units = f"{recipe.units_done}/{'unknown' if recipe.units_total is None else recipe.units_total}"
         updated = (
-            f"{recipe.updated_at:%Y-%m-%d %H:%M:%S} UTC ({_age(recipe.updated_at)})" if recipe.updated_at else "unknown"
+            f"{_age(recipe.updated_at)} ({recipe.updated_at:%m-%d %H:%M} UTC)" if recipe.updated_at else "unknown"
         )
         table.add_row(
             _plain(recipe.recipe),

@@ -1,7 +1,7 @@
 """The run config: one YAML file per run, validated by pydantic.
 
 Every recipe shares the sections ``input``, ``languages``, ``engine``, ``sampling``, ``lid``,
-``output`` and ``runner``; each adds its own section named after it (``sap``, ``entitycs``, ``cod``).
+``dedup``, ``output`` and ``runner``; each adds its own section named after it (``sap``, ``entitycs``, ``cod``).
 Unknown keys are refused so a typo never silently falls back to a default.
 
 Example::
@@ -95,6 +95,17 @@ class LidConfig(Section):
     script_check: bool = Field(True, description="Require the target language's script (e.g. Devanagari for hi).")
 
 
+class DedupConfig(Section):
+    """Near-duplicate removal of generated texts at publish time (``synth.dedup``)."""
+
+    enabled: bool = Field(True, description="Reject near-duplicate generated texts within a language as 'duplicate'.")
+    threshold: float = Field(
+        0.8, gt=0, lt=1,
+        description="Estimated Jaccard similarity of character 3-gram sets from which a row is a near-duplicate.",
+    )
+    num_perm: int = Field(64, ge=16, le=1024, description="MinHash permutations (4 bytes each per row in memory).")
+
+
 class OutputConfig(Section):
     dir: str = Field("out", description="Output directory (a Hugging Face dataset repository layout).")
     shard_rows: int = Field(50_000, ge=1, description="Roll a shard over after this many rows.")
@@ -114,6 +125,7 @@ class RunConfigBase(Section):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     lid: LidConfig = Field(default_factory=LidConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
 

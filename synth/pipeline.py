@@ -39,6 +39,7 @@ import pyarrow as pa
 from synth import progress
 from synth.browse import record_run_start
 from synth.config import RunConfigBase
+from synth.dedup import DUPLICATE_OF_FIELD, near_duplicates
 from synth.errors import InputError, SynthError
 from synth.llm.base import Usage
 from synth.recipes import recipe_class
@@ -397,11 +398,19 @@ class RecipeRun:
 
         spec = ShardSpec(self.config.output.shard_rows, self.config.output.shard_bytes)
         plan, found = self.store.choose(self.wanted)
-        gen = generation_id(self.fingerprint, self.wanted, spec, [sid for sid, _ in plan])
+        gen = generation_id(
+            self.fingerprint, self.wanted, spec, [sid for sid, _ in plan], self.config.dedup.model_dump_json()
+        )
         state = self.manifest.recipes.get(self.recipe, {})
         shards = state.get("shards", [])
         if state.get("generation") != gen or not all(self.out.exists(s["path"]) for s in shards):
-            shards = write_generation(self.out, self.recipe, self.store, plan, gen, spec, self._rejected_schema())
+            # Near-duplicates are found over the chosen rows in order of their ids, so the same units publish
+            # the same rows whatever order their batches were committed in. The dedup settings name ``gen``:
+            # changing them publishes again from the ledger, without reprocessing a unit.
+            duplicates = near_duplicates(self.store, plan, recipe_class(self.recipe).dedup_columns, self.config.dedup)
+            shards = write_generation(
+                self.out, self.recipe, self.store, plan, gen, spec, self._rejected_schema(), duplicates
+            )
         summary = self._summary(shards, gen)
         self.manifest.recipes[self.recipe] = {
             "status": "complete" if not self.units_failed and found.all() else "incomplete",
@@ -422,7 +431,13 @@ class RecipeRun:
         return summary
 
     def _rejected_schema(self) -> pa.Schema:
-        return pa.schema(list(self._recipe().schema()) + PROVENANCE_FIELDS)
+        """Rejected rows: the recipe's columns, ``duplicate_of`` after ``reject_reason``, then provenance."""
+        fields = []
+        for recipe_field in self._recipe().schema():
+            fields.append(recipe_field)
+            if recipe_field.name == "reject_reason":
+                fields.append(DUPLICATE_OF_FIELD)
+        return pa.schema(fields + PROVENANCE_FIELDS)
 
     def _summary(self, shards: list[dict[str, Any]], gen: str) -> RunSummary:
         kept: dict[str, int] = {}

@@ -40,6 +40,9 @@ class Recipe(ABC):
 
     name: ClassVar[str]
     needs_engine: ClassVar[bool] = True
+    # The columns holding a row's generated text, compared by near-duplicate removal (``synth.dedup``) within a
+    # language; ``a.b`` is field ``b`` of the structs in list column ``a``. Empty: the recipe's rows are not compared.
+    dedup_columns: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: RunConfigBase, engine: Engine | None, lid: Any):
         self.config = config

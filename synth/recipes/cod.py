@@ -249,6 +249,9 @@ class CodRecipe(Recipe):
     """Outline-based dialogue generation. See the module docstring for the method, rows and reject reasons."""
 
     name = "cod"
+    # A row is a whole dialogue: its utterances, joined, are compared with other dialogues' of the language, so a
+    # dialogue that mostly repeats an earlier one is the duplicate; a shared "Thank you." turn is not enough.
+    dedup_columns = ("turns.utterance",)
     config: CodConfig
 
     SCHEMA = pa.schema(

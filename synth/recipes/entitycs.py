@@ -190,6 +190,9 @@ class EntityCSRecipe(Recipe):
     """Code-switched sentences from entity-linked English sentences (see the module docstring)."""
 
     name = "entitycs"
+    # The code-switched sentence: what is trained on, and per language what differs (en_sentence is the input,
+    # the same in every language of a sentence).
+    dedup_columns = ("cs_sentence",)
 
     def __init__(self, config: EntityCSConfig, engine: Engine | None, lid: LanguageIdentifier | None):
         super().__init__(config, engine, lid)

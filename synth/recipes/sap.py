@@ -148,6 +148,7 @@ class SapRecipe(Recipe):
     """Summarize-then-ask query generation. See the module docstring for the method and reject reasons."""
 
     name = "sap"
+    dedup_columns = ("query",)  # the generated question (the summary is a step, shared by a passage's languages)
 
     SCHEMA = pa.schema(
         [

@@ -3,7 +3,7 @@
 ::
 
     OUT/<recipe>/<lang>/train-<gen>-00000.parquet       kept rows
-    OUT/<recipe>/_rejected/train-<gen>-00000.parquet    rejected rows, with reject_reason
+    OUT/<recipe>/_rejected/train-<gen>-00000.parquet    rejected rows, with reject_reason (and duplicate_of)
 
 ``<gen>`` names the shard generation by its content (fingerprint, the units chosen, the shard sizes), so a new
 finalize never overwrites a file a reader may be reading: it writes its own files, then commits by rewriting
@@ -21,12 +21,13 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from synth.dedup import DUPLICATE_OF, mark
 from synth.store.files import fsync_dir, raise_output_error, sha256_file, temp_file
 from synth.store.location import Location
 from synth.store.segments import UNIT_COLUMN, SegmentStore
@@ -42,8 +43,10 @@ class ShardSpec:
     shard_bytes: int
 
 
-def generation_id(fingerprint: str, wanted: KeySet, spec: ShardSpec, segments: list[str]) -> str:
-    digest = hashlib.sha256(f"{fingerprint}|{spec.shard_rows}|{spec.shard_bytes}|".encode())
+def generation_id(fingerprint: str, wanted: KeySet, spec: ShardSpec, segments: list[str], publish: str = "") -> str:
+    """The 8-hex name of a shard generation: the rows chosen (fingerprint, wanted units, segments), how they are
+    cut into files, and ``publish``, the settings applied while publishing (near-duplicate removal)."""
+    digest = hashlib.sha256(f"{fingerprint}|{spec.shard_rows}|{spec.shard_bytes}|{publish}|".encode())
     digest.update(wanted.keys.tobytes())
     digest.update("|".join(segments).encode())
     return digest.hexdigest()[:8]
@@ -115,13 +118,15 @@ class _GroupWriter:
 
 def write_generation(
     out: Location, recipe: str, store: SegmentStore, plan: list[tuple[str, Any]], gen: str, spec: ShardSpec,
-    schema: pa.Schema,
+    schema: pa.Schema, duplicates: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Write the rows ``plan`` chooses (per segment, the unit keys to take) as shard generation ``gen``.
 
-    ``schema`` is the rejected rows' schema (with ``reject_reason``); kept shards drop that column.
+    ``schema`` is the rejected rows' schema (with ``reject_reason`` and ``duplicate_of``); kept shards drop
+    those columns. ``duplicates`` maps the id of a row to reject as ``duplicate`` to the id of the kept row it
+    duplicates (``synth.dedup.near_duplicates``, computed over the same ``plan``).
     """
-    kept_schema = schema.remove(schema.get_field_index("reject_reason"))
+    kept_schema = pa.schema([field for field in schema if field.name not in ("reject_reason", DUPLICATE_OF)])
     writers: dict[str, _GroupWriter] = {}
     try:
         for sid, keys in plan:
@@ -129,6 +134,7 @@ def write_generation(
                 continue
             rows = store.rows(sid)
             rows = rows.filter(pc.is_in(rows[UNIT_COLUMN], value_set=pa.array(keys, pa.uint64())))
+            rows = mark(rows, duplicates or {})
             rejected_mask = pc.is_valid(rows["reject_reason"])
             groups = {REJECTED: rows.filter(rejected_mask)}
             kept = rows.filter(pc.invert(rejected_mask))

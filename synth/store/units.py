@@ -58,7 +58,8 @@ def row_fingerprint(config: RunConfigBase, model: str, resources: Iterable[Path]
     """The 16-hex fingerprint shared by every unit of a run (see the module docstring)."""
     settings = config.model_dump(
         mode="json",
-        exclude={"input": True, "runner": True, "engine": True, "output": True},
+        # dedup acts when rows are published, not on what a unit's rows are: it is part of the shard generation
+        exclude={"input": True, "runner": True, "engine": True, "output": True, "dedup": True},
     )
     settings["engine"] = {"model": model, **{k: getattr(config.engine, k) for k in _ENGINE_IDENTITY}}
     settings["resources"] = _files_digest(resources)
