@@ -45,7 +45,7 @@ def send_logs_to_file(path: Path, verbose: bool = False) -> Path:
     import prefect.main  # noqa: F401 - configures Prefect's logging now (`import prefect` alone is lazy)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _LogFile(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     loggers = [root] + [logger for logger in logging.root.manager.loggerDict.values() if isinstance(logger, logging.Logger)]
@@ -65,6 +65,14 @@ def send_logs_to_file(path: Path, verbose: bool = False) -> Path:
     logging.captureWarnings(True)
     _file_handler = handler
     return path
+
+
+class _LogFile(logging.FileHandler):
+    """A log file that goes quiet when it cannot be written (full disk, file size limit): the run's own one-line
+    error says what happened, and logging's default would print a traceback per record on the terminal."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.setLevel(logging.CRITICAL + 1)
 
 
 def current_log_file() -> Path | None:

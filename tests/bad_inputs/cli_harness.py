@@ -92,13 +92,14 @@ def error_line(proc: subprocess.CompletedProcess[str], *, prefect_logs: bool = F
 
 
 def fingerprint(out: Path) -> dict[str, str]:
-    """sha256 of every file under ``out`` (relative path -> digest)."""
+    """sha256 of every file under ``out`` (relative path -> digest), except the runs' log files (``OUT/logs/``),
+    which a failed run rightly adds to."""
     if not out.exists():
         return {}
     return {
         str(path.relative_to(out)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(out.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.relative_to(out).parts[0] != "logs"
     }
 
 
