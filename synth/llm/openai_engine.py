@@ -51,6 +51,10 @@ RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 60.0
 
 
+# The preflight is one small metadata request before the run: a busy server (or machine) may take a few seconds to
+# answer it, and ``timeout_s`` is tuned for generation requests, which are retried; this one is not.
+PREFLIGHT_TIMEOUT_S = 30.0
+
 class _RetryableError(Exception):
     """A failure worth another try; ``retry_after`` is the server's wish in seconds, if it said."""
 
@@ -328,7 +332,7 @@ def list_served_models(config: EngineConfig) -> list[str]:
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     try:
-        response = httpx.get(url + "/v1/models", headers=headers, timeout=min(config.timeout_s, 30.0))
+        response = httpx.get(url + "/v1/models", headers=headers, timeout=PREFLIGHT_TIMEOUT_S)
     except httpx.HTTPError as exc:
         raise EngineError(f"{url}: cannot reach the server ({type(exc).__name__}); is it running?") from None
     if response.status_code in (401, 403):
