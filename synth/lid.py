@@ -1,4 +1,4 @@
-"""Language identification of generated text: fastText lid.176, langdetect as a second opinion, a script check.
+"""Language identification of generated text: fastText lid.176, a second identifier where it is weak, a script check.
 
 Usage::
 
@@ -11,11 +11,11 @@ Usage::
     verdicts[1].reason                    # "lid_mismatch"
     normalize_lang("zh-TW"), normalize_lang("swa")   # ("zh", "sw")
 
-Codes. One code set for both tools: the 176 labels of fastText lid.176 (ISO 639-1 where one exists, else
+Codes. One code set for all tools: the 176 labels of fastText lid.176 (ISO 639-1 where one exists, else
 the ISO 639-3 or Wikipedia code fastText uses, such as ``als`` for Alemannic, ``sh`` for Serbo-Croatian,
 ``bh`` for Bihari/Bhojpuri), plus a few languages we can only script-check (Boro ``brx``, Tigrinya ``ti``, ...).
 langdetect's ``zh-cn``/``zh-tw`` become ``zh``; ISO 639-2/3 spellings and region subtags are folded in by
-:func:`normalize_lang`.
+:func:`normalize_lang`. Second identifiers' labels outside the set (CLD3's ``ha``, ``hi-Latn``) stay as they are.
 
 Policy of :meth:`LanguageIdentifier.check`, row by row:
 
@@ -23,7 +23,7 @@ Policy of :meth:`LanguageIdentifier.check`, row by row:
    A text without a single letter is ``empty``.
 2. Script check (``script_check=True`` and the target has an expected script, see :func:`script_of`): the
    target's script must hold the majority of the letters and combining marks, else ``script_mismatch``.
-   It runs first because it is cheap and certain, and a row it rejects needs no langdetect call.
+   It runs first because it is cheap and certain, and a row it rejects needs no other identifier.
 3. fastText top-1 must be the target with probability >= threshold (``per_language`` overrides), else
    ``lid_mismatch``. The default threshold is 0.5, between datatrove's 0.65 and NeMo-Curator's 0.3. On the
    human-written text of the shipped exemplars (MIRACL passages, summaries and questions and the verified
@@ -32,24 +32,50 @@ Policy of :meth:`LanguageIdentifier.check`, row by row:
    passages (0.26-0.64). Keep rates were 99.3 % (0.3), 97.9 % (0.5) and 95.8 % (0.65) on texts of >= 40
    characters and 93.5 %, 91.5 % and 88.2 % on shorter ones; paired with a wrong target (English or a
    close relative) all three rejected every long text, while on short ones 0.3 let 1.3 % through against
-   0.9 % at 0.5 and 0.7 % at 0.65. Lower the bar for Swahili with ``per_language: {sw: 0.25}``.
-4. langdetect, which can only veto a row fastText keeps:
+   0.9 % at 0.5 and 0.7 % at 0.65.
+4. Routes (modes ``cascade`` and ``agree``): for the targets of :data:`ROUTES` a row fastText rejects in
+   step 3 is kept when the route's second identifier names the target; a target fastText cannot confirm at
+   all (Yoruba) is decided by its route alone. The verdict then carries that identifier's answer
+   (``lang``, ``score``) and its name (``second``). The table was chosen by measurement on held-out
+   human-written text (``data/lid/``: UDHR translations, MIRACL passages and questions, Bulgarian Wikipedia;
+   >= 40 characters), where fastText alone kept 57 % of the Afrikaans texts (taken for Dutch), 61 % of the
+   Swahili (below 0.5, or taken for eo, en, nl, su), 95 % of the Indonesian (taken for Malay) and named
+   12 % of the Yoruba: a language is routed when fastText alone keeps < 98 % of its dev texts, and gets the
+   candidate that keeps the most of them while accepting the fewest texts of other languages for it:
 
-   * ``fasttext``: never consulted.
-   * ``agree``: consulted on every row fastText keeps; it must name the target.
+   * CLD3 (``cld3-py``; its answers flagged unreliable count as none): af, es, eu, hi, ur; then lingua
+     where CLD3 has no reliable answer: sw, and id, accepting Malay too (no identifier here separates the
+     two on this text; fastText alone already keeps most Malay texts for Indonesian).
+   * lingua (``lingua-language-detector``, low-accuracy mode): vi (CLD3 takes Yoruba for Vietnamese),
+     yo (the only one that knows it: 98 % of the held-out texts, against 0-12 % for the others).
+   * langdetect never wins: it does not know Hausa, Igbo or Malay and calls them sw or id.
+
+   With the routes every targeted language keeps >= 98 % of its held-out texts, except French (42/43,
+   not routed: fastText keeps all its dev texts), Spanish and Yoruba (48/49); no routed target accepts a
+   text of another language that fastText alone rejected, except Malay for Indonesian. Rows fastText keeps
+   are not touched, so a route never changes the verdict of a text fastText named right. bench/lid.py
+   prints the tables and re-derives the routes from the dev split.
+5. langdetect, which can only veto a kept row:
+
+   * ``fasttext``: never consulted, and no route is taken: fastText alone (the fastest mode).
+   * ``agree``: consulted on every kept row (also those a route kept); it must name the target.
    * ``cascade``: consulted only where fastText is unsure, that is on a text shorter than
-     :data:`SHORT_CHARS` (20 characters) that fastText scores below :data:`CASCADE_SURE_SCORE` (0.9). Those
-     are the rows where langdetect measured more accurate: there fastText's top-1 was right on 50 % and
-     langdetect's on 81 %. Everywhere else fastText was at least as accurate, so a veto would cost more
-     right rows than it saves: on short texts scoring >= 0.9 (fastText 97.5 %, langdetect 92.6 %), and on
-     every score band >= 0.5 of longer texts (0.5-0.7: 93 % against 89 %; >= 0.8: 100 % against 90-99 %).
-     langdetect costs about 1 ms per text (~900 texts/s on one core), 20-100 times fastText's batched
-     cost (~90,000 texts/s of 31 characters, ~20,000 of 290). Cascade calls it on about 1 % of the texts
-     under 40 characters and on none of the longer ones in the evaluation (``agree``: 85-98 %), so it
-     checks ~37,000 short texts/s against ~70,000 for ``fasttext`` and ~1,100 for ``agree``.
+     :data:`SHORT_CHARS` (20 characters) that fastText keeps with a score below :data:`CASCADE_SURE_SCORE`
+     (0.9); a row a route kept has had its second opinion. Those are the rows where langdetect measured
+     more accurate: there fastText's top-1 was right on 50 % and langdetect's on 81 %. Everywhere else
+     fastText was at least as accurate, so a veto would cost more right rows than it saves: on short texts
+     scoring >= 0.9 (fastText 97.5 %, langdetect 92.6 %), and on every score band >= 0.5 of longer texts
+     (0.5-0.7: 93 % against 89 %; >= 0.8: 100 % against 90-99 %). langdetect costs about 1 ms per text
+     (~900 texts/s on one core), 20-100 times fastText's batched cost (~90,000 texts/s of 31 characters,
+     ~20,000 of 290). Cascade calls it on about 1 % of the texts under 40 characters and on none of the
+     longer ones in the evaluation (``agree``: 85-98 %).
 
    langdetect knows 55 languages; for any other target (Yoruba, Assamese, Pashto, ...) it is not consulted
    and ``agree`` is None. When it finds no features in a text it returns None, which is not a veto.
+
+Cost of the routes: CLD3 reads ~10,000 texts/s, lingua ~1,000 (and ~150 MB once its Latin-script models are
+loaded, on first use); both are asked only about the rows of a routed target that fastText rejects, and
+about every Yoruba row.
 
 Special targets:
 
@@ -60,23 +86,30 @@ Special targets:
   where fastText's score still works as a quality signal (garbled or mixed output scores low).
 * Targets fastText knows but cannot identify reliably (:data:`UNRELIABLE_LID`: Yoruba is never recognised
   on real text; Maithili, Bhojpuri and Konkani come out as Hindi or Marathi) and script-only targets
-  (not in lid.176) cannot be confirmed by LID. fastText can only veto them: the row is an ``lid_mismatch``
-  when fastText names, with score >= threshold, a language that is neither the target nor one it is
-  known to mistake the target for (for a script-only target: any language of the target's script).
-  :func:`is_checkable` is False for the ones without a script check either (Yoruba), so callers can tell
-  users that such rows are only weakly filtered.
+  (not in lid.176) cannot be confirmed by fastText. Without a route it can only veto them: the row is an
+  ``lid_mismatch`` when fastText names, with score >= threshold, a language that is neither the target nor
+  one it is known to mistake the target for (for a script-only target: any language of the target's
+  script). Yoruba has a route (lingua), so it is :func:`is_checkable`; in ``fasttext`` mode it is only
+  weakly filtered, as before. lingua is weaker on Yoruba written without tone marks and on short strings
+  (93 % of 30-39-character pieces, 58 % of short strings without any tone mark).
 """
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
+from itertools import compress, repeat
+from operator import and_, eq, ge, itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import numpy as np
 
 from synth.config import LidConfig
 from synth.errors import ConfigError
@@ -232,8 +265,45 @@ _LANGDETECT_CODES = frozenset(
     "pa pl pt ro ru sk sl so sq sv sw ta te th tl tr uk ur vi zh".split()
 )
 
+SecondIdentifier = Literal["cld3", "lingua", "langdetect"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Second identifiers for a target fastText lid.176 is weak on (see :data:`ROUTES`)."""
+
+    identifiers: tuple[SecondIdentifier, ...]
+    """Asked in this order; the first one with an answer decides (CLD3 has none when it reports its own
+    answer unreliable, lingua none for a text without letters, langdetect none without features)."""
+    accept: frozenset[str]
+    """Answers that confirm the target: the target itself, and a neighbour no identifier here separates
+    from it on human text (Malay for Indonesian)."""
+
+
+ROUTES: dict[str, Route] = {
+    "af": Route(("cld3",), frozenset({"af"})),
+    "es": Route(("cld3",), frozenset({"es"})),
+    "eu": Route(("cld3",), frozenset({"eu"})),
+    "hi": Route(("cld3",), frozenset({"hi"})),
+    "id": Route(("cld3", "lingua"), frozenset({"id", "ms"})),
+    "sw": Route(("cld3", "lingua"), frozenset({"sw"})),
+    "ur": Route(("cld3",), frozenset({"ur"})),
+    "vi": Route(("lingua",), frozenset({"vi"})),
+    "yo": Route(("lingua",), frozenset({"yo"})),
+}
+"""Per-target routing of :meth:`LanguageIdentifier.check` (modes ``cascade`` and ``agree``; module docstring,
+step 4), chosen by measurement on ``data/lid/dev.jsonl``: the targets whose dev texts fastText alone keeps
+< 98 % of (af 24/35, es 35/36, eu 40/41, hi 36/37, id 30/36, sw 22/38, ur 37/38, vi 35/36; yo it never
+confirms), each with the candidate that kept the most of them, then accepted the fewest texts of other
+languages, then costs least."""
+
 _LETTER = re.compile(r"[^\W\d_]")
 _LETTER_RUN = re.compile(r"[^\W\d_]+")  # counting runs, not single letters, makes fewer match objects
+# In "\n"-joined lines framed by "\n": the start of a line without a letter (the literal "\n" lets the regex
+# engine skip from line to line).
+_NO_LETTER_LINE = re.compile(r"\n(?=(?:[^\w\n]|[\d_])*\n)")
+_SCAN_CHARS = 64  # mean line length under which the batch is scanned for letterless lines in one regex pass
+_FASTTEXT_LABELS = {f"__label__{code}": code for code in _FASTTEXT_CODES}
 
 
 def normalize_lang(code: str) -> str:
@@ -278,22 +348,34 @@ def check_script(text: str, lang: str) -> bool:
     script = script_of(lang)
     if script is None:
         return True
-    letters = sum(map(len, _LETTER_RUN.findall(text)))
-    units = letters + len(_marks().findall(text))
-    return letters > 0 and 2 * sum(map(len, _script_units(script).findall(text))) > units
+    return _LETTER.search(text) is not None and _script_holds(text, _script_units(script))
+
+
+def _script_holds(text: str, units: re.Pattern[str]) -> bool:
+    """The majority rule of :func:`check_script` for a text known to hold a letter, the script compiled.
+
+    The script's letters and marks are counted as the characters its pattern removes (one C call); when they
+    are more than half of all characters they are more than half of the letters and marks, and the other
+    two counts are not needed.
+    """
+    in_script = len(text) - len(units.sub("", text))
+    if 2 * in_script > len(text):
+        return True
+    return 2 * in_script > sum(map(len, _LETTER_RUN.findall(text))) + len(_marks().findall(text))
 
 
 def is_checkable(lang: str) -> bool:
     """Whether LID or the script check can confirm text in ``lang``; False for unknown codes, never raises.
 
-    False for Yoruba: fastText never recognises it and it is written in Latin, so :meth:`LanguageIdentifier.check`
-    can only drop rows fastText confidently puts in another language.
+    Yoruba is checkable through its route (:data:`ROUTES`, modes ``cascade`` and ``agree``); fastText alone
+    never recognises it, so in ``fasttext`` mode :meth:`LanguageIdentifier.check` only drops Yoruba rows
+    fastText confidently puts in another language.
     """
     try:
         code = normalize_lang(lang)
     except ConfigError:
         return False
-    return _lid_confirms(code) or code in _SCRIPT_OF
+    return _lid_confirms(code) or code in _SCRIPT_OF or code in ROUTES
 
 
 def normalize_text(text: str) -> str:
@@ -301,55 +383,76 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split())
 
 
-@dataclass(frozen=True)
-class LidVerdict:
+class LidVerdict(NamedTuple):
+    """One row's verdict. A named tuple: built 100,000s of times a second, three times faster than a frozen
+    dataclass."""
+
     lang: str | None
-    """fastText's top-1 in our code set; None for an empty text."""
+    """Top-1 of the identifier that decided: fastText's, or the route's (``second``); None for an empty text."""
     score: float
-    """fastText probability of ``lang``."""
+    """Probability that identifier gives ``lang``."""
     agree: bool | None
     """langdetect named the target; None when it was not consulted."""
     keep: bool
     reason: Reason | None
     """None when kept."""
+    second: SecondIdentifier | None = None
+    """The route's identifier that decided the row (:data:`ROUTES`); None when fastText did."""
+
+
+_EMPTY = LidVerdict(None, 0.0, None, False, "empty")
+_REASON_OF_KEEP: dict[bool, Reason | None] = {True: None, False: "lid_mismatch"}
+
+
+class _Plan(NamedTuple):
+    """What check() needs to know about one target, worked out once per identifier."""
+
+    code: str
+    units: re.Pattern[str] | None  # the script's letters and marks, when the script is checked
+    script_unique: bool  # short texts passing the script check are kept
+    threshold: float
+    confirms: bool  # fastText can confirm the target
+    confused: frozenset[str]  # fastText labels that do not refute a target it cannot confirm
+    langdetect: bool  # the mode asks langdetect about kept rows of this target (some or all)
+    route: Route | None
+    plain: bool  # fastText's rule alone decides: top-1 is the target with score >= threshold
+    script_only: bool  # fastText's rule and the script check decide (and the short rule of a unique script)
 
 
 class LanguageIdentifier:
     """Batched language identification and the keep/drop policy of the module docstring.
 
-    Models are loaded once per process and shared by all instances; langdetect only once a mode needs it.
+    Models are loaded once per process and shared by all instances; langdetect, CLD3 and lingua only once a
+    mode or a route needs them.
     """
 
-    def __init__(self, config: LidConfig | None = None):
+    def __init__(self, config: LidConfig | None = None, *, routes: Mapping[str, Route] | None = None):
+        """``routes`` replaces :data:`ROUTES` (``{}``: fastText alone in every mode), for measurements."""
         self.config = config or LidConfig()
+        self._routes = ROUTES if routes is None else {normalize_lang(code): route for code, route in routes.items()}
         try:
             self._thresholds = {normalize_lang(code): value for code, value in self.config.per_language.items()}
         except ConfigError as error:
             raise ConfigError(str(error), field="lid.per_language") from None
         self._model = _fasttext_model()
+        self._plans: dict[str, _Plan] = {}
 
     def identify(self, texts: Sequence[str]) -> list[tuple[str | None, float]]:
         """fastText top-1 ``(code, probability)`` per text in one batched call; ``(None, 0.0)`` for empty texts."""
-        return self._identify([normalize_text(text) for text in texts])
+        with _gc_paused():
+            return self._identify(list(map(" ".join, map(str.split, texts))))  # normalize_text, as C-level maps
 
     def detect_langdetect(self, texts: Sequence[str]) -> list[str | None]:
         """langdetect's language per text (seed 0, so deterministic); None when it finds nothing to go on."""
-        from langdetect.lang_detect_exception import LangDetectException
+        return [lang for lang, _ in _langdetect_answers([normalize_text(text) for text in texts])]
 
-        factory = _langdetect_factory()
-        results: list[str | None] = []
-        for text in texts:
-            detector = factory.create()
-            detector.set_max_text_length(LANGDETECT_MAX_CHARS)
-            detector.n_trial = LANGDETECT_TRIALS  # no setter in langdetect 1.0.9
-            detector.append(normalize_text(text))
-            try:
-                label = detector.detect()
-            except LangDetectException:  # no usable n-grams (digits, punctuation, unknown script)
-                results.append(None)
-                continue
-            results.append("zh" if label.startswith("zh-") else label)
-        return results
+    def detect_second(self, identifier: SecondIdentifier, texts: Sequence[str]) -> list[tuple[str | None, float]]:
+        """A second identifier's answer per text, ``(code, probability)``, as routes use it: the code is ours
+        where the language is in our code set (else the identifier's own label, such as ``ha``, ``ig`` or
+        ``hi-Latn``), None where it has no answer (CLD3: its answer is unreliable)."""
+        if identifier not in _SECOND_IDENTIFIERS:
+            raise ValueError(f"unknown identifier '{identifier}': one of {', '.join(_SECOND_IDENTIFIERS)}")
+        return _SECOND_IDENTIFIERS[identifier]([normalize_text(text) for text in texts])
 
     def describe(self, texts: Sequence[str]) -> list[tuple[str | None, float, bool | None]]:
         """Language of each text when there is no target (``synth lid``): fastText's top-1 and score, and
@@ -374,64 +477,233 @@ class LanguageIdentifier:
         """The fastText score ``lang`` needs: its ``per_language`` override or the global threshold."""
         return self._thresholds.get(lang, self.config.threshold)
 
+    def route(self, lang: str) -> Route | None:
+        """The route :meth:`check` takes for target ``lang``: None in ``fasttext`` mode and for targets
+        fastText is good at."""
+        return None if self.config.mode == "fasttext" else self._routes.get(normalize_lang(lang))
+
     def check(self, texts: Sequence[str], targets: Sequence[str]) -> list[LidVerdict]:
         """Keep or drop each text for its target language (see the module docstring for the policy).
 
         Raises ConfigError for a target outside the code set and ValueError when the lengths differ.
+
+        fastText's rule (top-1 is the target, score >= threshold) is applied to all rows at once, with
+        C-level ``map`` over the batch; the script check runs target by target over the rows joined; only the
+        rows of targets with more to check (a target fastText cannot confirm, langdetect or a route in this
+        mode) go through a loop in Python. The cyclic garbage collector is paused meanwhile (see
+        :func:`_gc_paused`).
         """
         if len(texts) != len(targets):
             raise ValueError(f"{len(texts)} texts but {len(targets)} target languages")
-        codes = {target: normalize_lang(target) for target in set(targets)}
-        lines = [normalize_text(text) for text in texts]
-        predictions = self._identify(lines)
-        mode, script_check = self.config.mode, self.config.script_check
+        with _gc_paused():
+            return self._check(texts, targets)
 
-        verdicts: list[LidVerdict | None] = [None] * len(lines)
-        second_opinion: list[int] = []  # rows fastText keeps that langdetect must confirm
-        for row, (line, target, (lang, score)) in enumerate(zip(lines, targets, predictions, strict=True)):
-            code = codes[target]
-            if lang is None:
-                verdicts[row] = LidVerdict(None, 0.0, None, False, "empty")
-                continue
-            if script_check and not check_script(line, code):
-                verdicts[row] = LidVerdict(lang, score, None, False, "script_mismatch")
-                continue
-            short = len(line) < SHORT_CHARS
-            if short and script_check and _script_unique(code):
-                verdicts[row] = LidVerdict(lang, score, None, True, None)
-                continue
-            threshold = self.threshold(code)
-            if not _lid_confirms(code):
-                vetoed = lang != code and lang not in _confused_with(code) and score >= threshold
-                verdicts[row] = LidVerdict(lang, score, None, not vetoed, "lid_mismatch" if vetoed else None)
-                continue
-            if lang != code or score < threshold:
-                verdicts[row] = LidVerdict(lang, score, None, False, "lid_mismatch")
-                continue
-            unsure = short and score < CASCADE_SURE_SCORE
-            if code in _LANGDETECT_CODES and (mode == "agree" or (mode == "cascade" and unsure)):
-                second_opinion.append(row)
+    def _check(self, texts: Sequence[str], targets: Sequence[str]) -> list[LidVerdict]:
+        plans = {target: self._plan(target) for target in set(targets)}
+        lines = list(map(" ".join, map(str.split, texts)))  # normalize_text, as C-level maps
+        langs, scores = self._predict(lines)
+        codes = map({target: plan.code for target, plan in plans.items()}.__getitem__, targets)
+        thresholds = map({target: plan.threshold for target, plan in plans.items()}.__getitem__, targets)
+        keeps = list(map(and_, map(eq, langs, codes), map(ge, scores, thresholds)))
+        reasons = map(_REASON_OF_KEEP.__getitem__, keeps)
+        rows = zip(langs, scores, repeat(None), keeps, reasons, repeat(None))
+        verdicts: list[LidVerdict] = list(map(tuple.__new__, repeat(LidVerdict), rows))  # type: ignore[arg-type]
+        if None in langs:
+            for row, lang in enumerate(langs):
+                if lang is None:
+                    verdicts[row] = _EMPTY
+        if all(plan.plain for plan in plans.values()):
+            return verdicts
+
+        agree_mode = self.config.mode == "agree"
+        kept_unconfirmed: dict[int, LidVerdict] = {}  # kept rows langdetect must confirm
+        routed: list[tuple[int, LidVerdict]] = []  # rows for a route, with fastText's verdict for no answer
+        special = {target: plan for target, plan in plans.items() if not plan.plain}
+        rows_of: dict[str, list[int]] = {target: [] for target in special}
+        for row in compress(range(len(lines)), map(special.__contains__, targets)):
+            rows_of[targets[row]].append(row)
+        rows_left: list[int] = []
+        for target, rows_of_target in rows_of.items():
+            plan = special[target]
+            if plan.units is not None and plan.script_only:
+                self._script_verdicts(rows_of_target, plan, lines, langs, scores, verdicts)
             else:
+                rows_left += rows_of_target
+        for row in rows_left:
+            lang, score, line = langs[row], scores[row], lines[row]
+            if lang is None:
+                continue
+            code, units, script_unique, threshold, confirms, confused, langdetect, route, *_ = special[targets[row]]
+            if units is not None and not _script_holds(line, units):
+                verdicts[row] = LidVerdict(lang, score, None, False, "script_mismatch")
+            elif script_unique and len(line) < SHORT_CHARS:
                 verdicts[row] = LidVerdict(lang, score, None, True, None)
+            elif not confirms:
+                vetoed = lang != code and lang not in confused and score >= threshold
+                verdicts[row] = LidVerdict(lang, score, None, not vetoed, "lid_mismatch" if vetoed else None)
+                if route is not None:
+                    routed.append((row, verdicts[row]))
+            elif not verdicts[row].keep:
+                if route is not None:
+                    routed.append((row, verdicts[row]))
+            elif langdetect and (agree_mode or (len(line) < SHORT_CHARS and score < CASCADE_SURE_SCORE)):
+                kept_unconfirmed[row] = verdicts[row]
 
-        opinions = self.detect_langdetect([lines[row] for row in second_opinion]) if second_opinion else []
-        for row, opinion in zip(second_opinion, opinions, strict=True):
-            lang, score = predictions[row]
-            agree = None if opinion is None else opinion == codes[targets[row]]
-            keep = agree is not False
-            verdicts[row] = LidVerdict(lang, score, agree, keep, None if keep else "lid_mismatch")
-        return verdicts  # type: ignore[return-value]  # every row was filled above
+        if routed:
+            for row, verdict in self._route(routed, lines, [plans[targets[row]] for row, _ in routed]):
+                verdicts[row] = verdict
+                if verdict.keep and agree_mode and plans[targets[row]].langdetect and verdict.second != "langdetect":
+                    kept_unconfirmed[row] = verdict
+        if kept_unconfirmed:
+            rows_asked = list(kept_unconfirmed)
+            opinions = self.detect_langdetect([lines[row] for row in rows_asked])
+            for row, opinion in zip(rows_asked, opinions, strict=True):
+                agree = None if opinion is None else opinion == plans[targets[row]].code
+                keep = agree is not False
+                verdicts[row] = kept_unconfirmed[row]._replace(
+                    agree=agree, keep=keep, reason=None if keep else "lid_mismatch"
+                )
+        return verdicts
+
+    def _plan(self, target: str) -> _Plan:
+        if target not in self._plans:
+            code = normalize_lang(target)
+            script = _SCRIPT_OF.get(code) if self.config.script_check else None
+            mode = self.config.mode
+            langdetect = mode != "fasttext" and code in _LANGDETECT_CODES
+            route = self.route(code)
+            script_unique = self.config.script_check and _script_unique(code)
+            confirms = _lid_confirms(code)
+            self._plans[target] = _Plan(
+                code=code,
+                units=_script_units(script) if script else None,
+                script_unique=script_unique,
+                threshold=self.threshold(code),
+                confirms=confirms,
+                confused=_confused_with(code),
+                langdetect=langdetect,
+                route=route,
+                plain=script is None and not script_unique and confirms and not langdetect and route is None,
+                script_only=confirms and not langdetect and route is None,
+            )
+        return self._plans[target]
+
+    @staticmethod
+    def _script_verdicts(
+        rows: list[int],
+        plan: _Plan,
+        lines: list[str],
+        langs: list[str | None],
+        scores: list[float],
+        verdicts: list[LidVerdict],
+    ) -> None:
+        """The rows of a target whose verdict is fastText's rule plus the script check (and the short-text
+        rule of a script-unique target), target by target: one ``sub`` over the rows joined (the script's
+        letters never include the newline) counts the script's letters and marks of every row; the full count
+        runs only where they are not most of the characters."""
+        units, unique = plan.units, plan.script_unique
+        assert units is not None  # only for targets with a script check
+        texts = [lines[row] for row in rows]
+        rests = units.sub("", "\n".join(texts)).split("\n")
+        for row, text, rest in zip(rows, texts, rests, strict=True):
+            if langs[row] is None:
+                continue
+            if 2 * (len(text) - len(rest)) <= len(text) and not _script_holds(text, units):
+                verdicts[row] = LidVerdict(langs[row], scores[row], None, False, "script_mismatch")
+            elif unique and len(text) < SHORT_CHARS:
+                verdicts[row] = LidVerdict(langs[row], scores[row], None, True, None)
+
+    def _route(
+        self, routed: list[tuple[int, LidVerdict]], lines: list[str], plans: list[_Plan]
+    ) -> Iterable[tuple[int, LidVerdict]]:
+        """Verdicts of routed rows: each route's identifiers in turn, every one on the rows still without an
+        answer; a row no identifier answers keeps fastText's verdict."""
+        pending: dict[int, tuple[LidVerdict, _Plan]] = {
+            row: (verdict, plan) for (row, verdict), plan in zip(routed, plans, strict=True)
+        }
+        step = 0
+        while pending:
+            asks: dict[SecondIdentifier, list[int]] = {}
+            for row, (verdict, plan) in list(pending.items()):
+                route = plan.route
+                assert route is not None  # only routed rows are pending
+                if step < len(route.identifiers):
+                    asks.setdefault(route.identifiers[step], []).append(row)
+                else:
+                    del pending[row]
+                    yield row, verdict
+            for identifier, rows in asks.items():
+                answers = _SECOND_IDENTIFIERS[identifier]([lines[row] for row in rows])
+                for row, (answer, probability) in zip(rows, answers, strict=True):
+                    if answer is not None:
+                        plan = pending.pop(row)[1]
+                        keep = answer in plan.route.accept  # type: ignore[union-attr]
+                        reason = None if keep else "lid_mismatch"
+                        yield row, LidVerdict(answer, probability, None, keep, reason, identifier)
+            step += 1
 
     def _identify(self, lines: list[str]) -> list[tuple[str | None, float]]:
-        """fastText top-1 of normalised lines; lines without letters are not sent to the model."""
-        rows = [row for row, line in enumerate(lines) if _LETTER.search(line)]
-        results: list[tuple[str | None, float]] = [(None, 0.0)] * len(lines)
-        if rows:
-            labels, probs = self._model.predict([lines[row] for row in rows], k=1)
-            for row, label, prob in zip(rows, labels, probs, strict=True):
-                # lid.176.ftz is quantised: its probabilities can exceed 1 by a few 1e-5.
-                results[row] = (label[0].removeprefix("__label__"), min(float(prob[0]), 1.0))
-        return results
+        """fastText top-1 ``(code, probability)`` of normalised lines; ``(None, 0.0)`` for lines without letters."""
+        return list(zip(*self._predict(lines)))
+
+    def _predict(self, lines: list[str]) -> tuple[list[str | None], list[float]]:
+        """fastText top-1 codes and probabilities of normalised lines; lines without letters are not sent
+        to the model (None, 0.0).
+
+        One ``multilinePredict`` call on the batch, bypassing the wrapper's per-line newline check (the
+        lines are normalised); the lines without letters are found by one regex pass over the joined batch
+        (short lines) or a search per line (long ones), labels are mapped by a dict and probabilities clipped
+        in one numpy call.
+        """
+        if not lines:
+            return [], []
+        joined = "\n".join(lines)
+        if len(joined) < _SCAN_CHARS * len(lines):  # short lines: one regex pass over the batch
+            framed = f"\n{joined}\n"
+            empty, row, at = [], 0, 0
+            for match in _NO_LETTER_LINE.finditer(framed):  # the k-th newline of ``framed`` starts line k
+                row += framed.count("\n", at, match.start())
+                at = match.start()
+                empty.append(row)
+        else:  # long lines: a search per line stops at the first letter, a pass over the batch would not
+            empty = [row for row, match in enumerate(map(_LETTER.search, lines)) if match is None]
+        rows = sorted(set(range(len(lines))).difference(empty)) if empty else None
+        if rows == []:
+            return [None] * len(lines), [0.0] * len(lines)
+        # the lines with their newline, as fastText wants them; normalised lines hold no other line break
+        batch = f"{joined}\n".splitlines(keepends=True) if rows is None else [lines[row] + "\n" for row in rows]
+        if len(batch) != len(rows or lines):  # a line that was not normalised (a line separator left in it)
+            batch = [lines[row] + "\n" for row in rows or range(len(lines))]
+        labels, probs = self._model.f.multilinePredict(batch, 1, 0.0, "strict")
+        codes: list[str | None] = list(map(_FASTTEXT_LABELS.__getitem__, map(itemgetter(0), labels)))
+        # lid.176.ftz is quantised: its probabilities can exceed 1 by a few 1e-5.
+        scores: list[float] = np.minimum(np.concatenate(probs), 1.0).tolist()
+        if rows is None:
+            return codes, scores
+        all_codes: list[str | None] = [None] * len(lines)
+        all_scores = [0.0] * len(lines)
+        for row, code, score in zip(rows, codes, scores, strict=True):
+            all_codes[row], all_scores[row] = code, score
+        return all_codes, all_scores
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a batch is checked, back on after unless it was off before.
+
+    A batch makes two GC-tracked objects a text (fastText's label list, the verdict); at 200,000 texts they
+    set off full collections that scan the whole heap, a fifth of check()'s time on the benchmark. None of
+    them is part of a cycle, so nothing is left for the collector to free. Another thread that checks
+    meanwhile finds it off and leaves it to this one to turn it back on.
+    """
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _lid_confirms(code: str) -> bool:
@@ -493,8 +765,74 @@ def _marks() -> re.Pattern[str]:
     return re.compile(_char_class([(0, 0xFFFF)], _is_mark))
 
 
+# --- second identifiers -------------------------------------------------------------------------------------
+
+
+def _own_code(label: str) -> str:
+    """An identifier's label in our code set where it is there; else the label itself (``ha``, ``hi-Latn``)."""
+    if "-" in label:  # CLD3's romanised variants (hi-Latn, ru-Latn, ...) are not the target language
+        return label
+    try:
+        return normalize_lang(label)
+    except ConfigError:
+        return label
+
+
+def _langdetect_answers(lines: list[str]) -> list[tuple[str | None, float]]:
+    """langdetect's top-1 and its probability per normalised line; (None, 0.0) without features."""
+    from langdetect.lang_detect_exception import LangDetectException
+
+    factory = _langdetect_factory()
+    results: list[tuple[str | None, float]] = []
+    for line in lines:
+        detector = factory.create()
+        detector.set_max_text_length(LANGDETECT_MAX_CHARS)
+        detector.n_trial = LANGDETECT_TRIALS  # no setter in langdetect 1.0.9
+        detector.append(line)
+        try:
+            best = detector.get_probabilities()[0]
+        except (LangDetectException, IndexError):  # no usable n-grams (digits, punctuation, unknown script)
+            results.append((None, 0.0))
+            continue
+        results.append(("zh" if best.lang.startswith("zh-") else best.lang, best.prob))
+    return results
+
+
+def _cld3_answers(lines: list[str]) -> list[tuple[str | None, float]]:
+    """CLD3's top-1 and probability per line; None where CLD3 calls its own answer unreliable."""
+    identifier = _cld3_model()
+    results: list[tuple[str | None, float]] = []
+    with _CLD3_LOCK:  # one identifier object per process; its feature buffers are not thread-safe
+        for line in lines:
+            result = identifier.FindLanguage(line)
+            reliable = result.is_reliable and result.language != "und"
+            results.append((_own_code(result.language) if reliable else None, result.probability))
+    return results
+
+
+def _lingua_answers(lines: list[str]) -> list[tuple[str | None, float]]:
+    """lingua's (low-accuracy mode, all 75 languages) top-1 and confidence; None for a text without letters."""
+    detector = _lingua_model()
+    results: list[tuple[str | None, float]] = []
+    for line in lines:
+        values = detector.compute_language_confidence_values(line)
+        if not values or values[0].value <= 0:
+            results.append((None, 0.0))
+            continue
+        results.append((_own_code(values[0].language.iso_code_639_1.name.lower()), values[0].value))
+    return results
+
+
+_SECOND_IDENTIFIERS: dict[SecondIdentifier, Callable[[list[str]], list[tuple[str | None, float]]]] = {
+    "cld3": _cld3_answers,
+    "lingua": _lingua_answers,
+    "langdetect": _langdetect_answers,
+}
+
+
 _LOAD_LOCK = threading.Lock()
-_MODELS: dict[str, object] = {}  # "fasttext" and "langdetect", loaded once per process
+_CLD3_LOCK = threading.Lock()
+_MODELS: dict[str, object] = {}  # "fasttext", "langdetect", "cld3", "lingua": loaded once per process
 
 
 def _fasttext_model() -> _FastText:
@@ -524,3 +862,25 @@ def _langdetect_factory() -> DetectorFactory:
             factory.set_seed(0)
             _MODELS["langdetect"] = factory
         return _MODELS["langdetect"]  # type: ignore[return-value]
+
+
+def _cld3_model() -> Any:
+    """CLD3 (the ``cld3-py`` wheel, module ``gcld3``), reading at most 1000 bytes of a text like langdetect."""
+    with _LOAD_LOCK:
+        if "cld3" not in _MODELS:
+            import gcld3
+
+            _MODELS["cld3"] = gcld3.NNetLanguageIdentifier(min_num_bytes=0, max_num_bytes=1000)
+        return _MODELS["cld3"]
+
+
+def _lingua_model() -> Any:
+    """lingua with all its languages in low-accuracy mode (trigram models: ~150 MB once the Latin-script
+    models are loaded, lazily, against ~1.2 GB and a 20 s load for high accuracy, which scored the same on
+    the routed languages)."""
+    with _LOAD_LOCK:
+        if "lingua" not in _MODELS:
+            from lingua import LanguageDetectorBuilder
+
+            _MODELS["lingua"] = LanguageDetectorBuilder.from_all_languages().with_low_accuracy_mode().build()
+        return _MODELS["lingua"]

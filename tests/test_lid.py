@@ -6,11 +6,14 @@ Run with ``pytest tests/test_lid.py -s`` to see the accuracy report per tool and
 from __future__ import annotations
 
 import csv
+import gc
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 import synth.lid as lid_module
 from synth.config import LidConfig
@@ -25,7 +28,7 @@ from synth.lid import (
     script_of,
     supported_languages,
 )
-from synth.paths import PROMPTS_DIR
+from synth.paths import DATA_DIR, PROMPTS_DIR
 
 EXEMPLARS = PROMPTS_DIR / "sap" / "exemplars"
 LANGUAGE_NAMES = {
@@ -195,7 +198,7 @@ def test_unknown_language_is_a_config_error_naming_it() -> None:
 
 def test_is_checkable() -> None:
     assert all(is_checkable(code) for code in ("hi", "de", "zh-cn", "swa", "brx", "mai"))
-    assert not is_checkable("yo")  # fastText never recognises it and Latin says nothing
+    assert is_checkable("yo")  # fastText never recognises it, its route (lingua) does
     assert not is_checkable("xx")  # unknown: False, not an error
 
 
@@ -289,9 +292,14 @@ def test_report_on_short_strings(identifiers: dict[str, LanguageIdentifier], hum
         rates[mode] = _rates(lid, human_short)
         print(f"  {mode:8s} kept for own language {rates[mode][0]:.3f}, rejected for a wrong one {rates[mode][1]:.3f}")
         assert rates[mode][0] >= 0.8 and rates[mode][1] >= 0.97
-    # a veto can only drop rows: more langdetect, fewer kept and more rejected
-    assert rates["agree"][0] <= rates["cascade"][0] <= rates["fasttext"][0]
-    assert rates["agree"][1] >= rates["cascade"][1] >= rates["fasttext"][1]
+
+
+def test_langdetect_veto_only_drops_rows(human_short: list[Sample]) -> None:
+    """Without routes, a langdetect veto can only drop rows: more langdetect, fewer kept and more rejected."""
+    samples = human_short[::3]  # a sample keeps agree mode quick
+    rates = [_rates(LanguageIdentifier(LidConfig(mode=mode), routes={}), samples) for mode in MODES]
+    kept, rejected = [k for k, _ in rates], [r for _, r in rates]
+    assert (kept, rejected) == (sorted(kept, reverse=True), sorted(rejected))
 
 
 def test_report_thresholds(human_long: list[Sample], human_short: list[Sample]) -> None:
@@ -339,7 +347,9 @@ def test_cascade_consults_langdetect_less_than_agree(
 def test_langdetect_vetoes(monkeypatch: pytest.MonkeyPatch) -> None:
     """The policy alone: fastText's answers are fixed, langdetect answers the target, another language, nothing."""
     scores = {"Welchen Preis hat die Fernsehserie gewonnen?": 0.7, "Wo liegt Berlin?": 0.7, "Was ist Berlin?": 0.95}
-    monkeypatch.setattr(LanguageIdentifier, "_identify", lambda self, lines: [("de", scores[line]) for line in lines])
+    monkeypatch.setattr(
+        LanguageIdentifier, "_predict", lambda self, lines: (["de"] * len(lines), [scores[line] for line in lines])
+    )
     texts, targets = list(scores), ["de"] * len(scores)
     for answer, keep in (("nl", False), ("de", True), (None, True)):
         monkeypatch.setattr(LanguageIdentifier, "detect_langdetect", lambda self, texts, a=answer: [a] * len(texts))
@@ -374,8 +384,8 @@ def test_length_mismatch_is_an_error(identifiers: dict[str, LanguageIdentifier])
 def test_short_script_unique_text_trusts_the_script(monkeypatch: pytest.MonkeyPatch) -> None:
     """fastText naming another language does not drop a short Thai or Korean string, but does a long one or
     a short string of a script shared with other languages (Devanagari)."""
-    monkeypatch.setattr(LanguageIdentifier, "_identify", lambda self, lines: [("en", 0.9)] * len(lines))
-    lid = LanguageIdentifier()
+    monkeypatch.setattr(LanguageIdentifier, "_predict", lambda self, lines: (["en"] * len(lines), [0.9] * len(lines)))
+    lid = LanguageIdentifier(LidConfig(mode="fasttext"))  # no route: Hindi's (CLD3) would confirm the Hindi string
     texts = [
         "กรุงเทพฯ อยู่ที่ไหน",
         "서울은 어디에 있나요?",
@@ -386,12 +396,13 @@ def test_short_script_unique_text_trusts_the_script(monkeypatch: pytest.MonkeyPa
 
 
 def test_targets_fasttext_cannot_confirm(identifiers: dict[str, LanguageIdentifier], human: list[Sample]) -> None:
-    """Yoruba, Maithili, Bhojpuri, Konkani and script-only languages: kept unless fastText refutes them."""
+    """Maithili, Bhojpuri, Konkani and script-only languages (and Yoruba in fastText mode, without its route):
+    kept unless fastText refutes them."""
     yoruba = [text for text, code in human if code == "yo"]
     english = "Which award did the British television series Long Lost Family win in 2012?"
     indic = {code: text for text, code, _ in _translated_questions() if code in ("mai", "bh", "gom", "hi")}
+    assert all(v.keep for v in identifiers["fasttext"].check(yoruba, ["yo"] * len(yoruba)))
     for lid in identifiers.values():
-        assert all(v.keep for v in lid.check(yoruba, ["yo"] * len(yoruba)))
         assert lid.check([english], ["yo"])[0].reason == "lid_mismatch"
         assert all(v.keep for v in lid.check(list(indic.values()), list(indic)))
         assert all(v.keep for v in lid.check([indic["hi"]] * 3, ["mai", "brx", "hne"]))  # Hindi passes
@@ -413,3 +424,243 @@ def test_translated_questions_are_mostly_identified(identifiers: dict[str, Langu
         by_language.setdefault(code, []).append(verdict.keep)
     print("\ntranslated questions kept (cascade):", {c: f"{sum(k)}/{len(k)}" for c, k in sorted(by_language.items())})
     assert sum(v.keep for v in kept) / len(kept) >= 0.9
+
+
+# --- held-out evaluation set and the per-language routing (data/lid, synth.lid.ROUTES) ----------------------
+
+LID_DATA = DATA_DIR / "lid"
+GOAL = 0.98
+# Held-out texts kept / texts where the routing stays under the goal, one text short each (README,
+# bench/RESULTS.md). French is not routed (fastText keeps all its dev texts): "Nul ne sera tenu en esclavage ni
+# en servitude ;" is es 0.37 to fastText. Spanish "Nadie será sometido a torturas ni a penas o tratos crueles,
+# inhumanos o degradantes." is pt to fastText (0.24) and to CLD3. Yoruba "Ọdun melo ni Nelson Mandela lo ninu
+# tubu?" (no tone marks) is Tsonga to lingua.
+BELOW_GOAL = {"es": (48, 49), "fr": (42, 43), "yo": (48, 49)}
+WEAK = ("af", "id", "sw", "yo")  # fastText alone keeps < 90 % of their dev texts
+
+
+def _targeted_languages() -> list[str]:
+    """Every language a shipped config targets (recipe overrides included), in our codes."""
+    found: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "languages" and isinstance(value, list):
+                    found.update(normalize_lang(code) for code in value)
+                else:
+                    walk(value)
+
+    for path in sorted((DATA_DIR / "configs").glob("*.yaml")):
+        walk(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+TARGETED = _targeted_languages()
+
+
+def _split(name: str) -> list[Sample]:
+    with (LID_DATA / f"{name}.jsonl").open(encoding="utf-8") as handle:
+        return [(record["text"], record["lang"]) for record in map(json.loads, handle)]
+
+
+@pytest.fixture(scope="module")
+def held_out() -> list[Sample]:
+    return _split("eval")
+
+
+@pytest.fixture(scope="module")
+def routed() -> LanguageIdentifier:
+    return LanguageIdentifier(LidConfig(mode="cascade"))
+
+
+@pytest.fixture(scope="module")
+def alone() -> LanguageIdentifier:
+    return LanguageIdentifier(LidConfig(mode="cascade"), routes={})
+
+
+def _kept(lid: LanguageIdentifier, samples: list[Sample]) -> list[bool]:
+    return [v.keep for v in lid.check([text for text, _ in samples], [code for _, code in samples])]
+
+
+def _script_before(text: str, code: str) -> bool:
+    """check_script as it was: three counts by findall."""
+    script = lid_module._SCRIPT_OF.get(code)
+    if script is None:
+        return True
+    letters = sum(map(len, lid_module._LETTER_RUN.findall(text)))
+    units = letters + len(lid_module._marks().findall(text))
+    return letters > 0 and 2 * sum(map(len, lid_module._script_units(script).findall(text))) > units
+
+
+def _check_before(lid: LanguageIdentifier, texts: list[str], targets: list[str]) -> list[LidVerdict]:
+    """check() as it was before the routes and the batched rewrite, row by row: the reference its verdicts
+    must still match wherever no route decides (fastText through its wrapper's predict, not check()'s path)."""
+    lines = [normalize_text(text) for text in texts]
+    rows = [row for row, line in enumerate(lines) if lid_module._LETTER.search(line)]
+    predictions: list[tuple[str | None, float]] = [(None, 0.0)] * len(lines)
+    labels, probs = lid._model.predict([lines[row] for row in rows], k=1)
+    for row, label, prob in zip(rows, labels, probs, strict=True):
+        predictions[row] = (label[0].removeprefix("__label__"), min(float(prob[0]), 1.0))
+    mode, script_check = lid.config.mode, lid.config.script_check
+    verdicts: list[LidVerdict] = []
+    ask: list[int] = []
+    for row, (line, target, (lang, score)) in enumerate(zip(lines, targets, predictions, strict=True)):
+        code, short = normalize_lang(target), len(line) < lid_module.SHORT_CHARS
+        threshold = lid.threshold(code)
+        if lang is None:
+            verdicts.append(LidVerdict(None, 0.0, None, False, "empty"))
+        elif script_check and not _script_before(line, code):
+            verdicts.append(LidVerdict(lang, score, None, False, "script_mismatch"))
+        elif short and script_check and lid_module._script_unique(code):
+            verdicts.append(LidVerdict(lang, score, None, True, None))
+        elif not lid_module._lid_confirms(code):
+            vetoed = lang != code and lang not in lid_module._confused_with(code) and score >= threshold
+            verdicts.append(LidVerdict(lang, score, None, not vetoed, "lid_mismatch" if vetoed else None))
+        elif lang != code or score < threshold:
+            verdicts.append(LidVerdict(lang, score, None, False, "lid_mismatch"))
+        else:
+            verdicts.append(LidVerdict(lang, score, None, True, None))
+            unsure = short and score < lid_module.CASCADE_SURE_SCORE
+            if code in lid_module._LANGDETECT_CODES and (mode == "agree" or (mode == "cascade" and unsure)):
+                ask.append(row)
+    for row, opinion in zip(ask, lid.detect_langdetect([lines[row] for row in ask]), strict=True):
+        agree = None if opinion is None else opinion == normalize_lang(targets[row])
+        keep = agree is not False
+        verdicts[row] = verdicts[row]._replace(agree=agree, keep=keep, reason=None if keep else "lid_mismatch")
+    return verdicts
+
+
+@pytest.fixture(scope="module")
+def fixed_set(held_out: list[Sample]) -> tuple[list[str], list[str]]:
+    """Texts and targets the verdicts are compared on: every held-out text and the short strings cut from
+    them, each for its own language and for a wrong one, and texts without letters or in a foreign script."""
+    pieces = sorted({(piece, code) for text, code in held_out for piece in _windows(text)})
+    samples = []
+    for index, (text, code) in enumerate(held_out + pieces):
+        wrong = TARGETED[index % len(TARGETED)]
+        samples += [(text, wrong if wrong != code else "en")] + ([(text, code)] if code in TARGETED else [])
+    odd = ("", " \n ", "1990 - 2011 !?", "मॉस्को (Moscow)")
+    samples += [(text, code) for text in odd for code in ("hi", "de", "yo")]
+    return [text for text, _ in samples], [code for _, code in samples]
+
+
+def test_eval_set_covers_every_targeted_language(held_out: list[Sample]) -> None:
+    counts = Counter(code for _, code in held_out)
+    assert min(counts[code] for code in TARGETED) >= 15
+
+
+def test_eval_texts_are_long_and_few_per_language(held_out: list[Sample]) -> None:
+    """>= 40 characters each (the issue's measure), <= 200 texts per language."""
+    counts = Counter(code for _, code in held_out)
+    assert min(len(normalize_text(text)) for text, _ in held_out) >= LONG and max(counts.values()) <= 200
+
+
+def test_eval_is_held_out_from_dev(held_out: list[Sample]) -> None:
+    assert not {text for text, _ in held_out} & {text for text, _ in _split("dev")}
+
+
+@pytest.mark.parametrize("lang", TARGETED)
+def test_held_out_accuracy(lang: str, routed: LanguageIdentifier, held_out: list[Sample]) -> None:
+    """The share of a targeted language's held-out texts check() keeps (cascade, routed): >= 98 %, or the
+    documented figure."""
+    kept = _kept(routed, [(text, code) for text, code in held_out if code == lang])
+    if lang in BELOW_GOAL:
+        assert (sum(kept), len(kept)) == BELOW_GOAL[lang]
+    else:
+        assert sum(kept) / len(kept) >= GOAL
+
+
+def test_routes_are_the_languages_fasttext_alone_misses(alone: LanguageIdentifier) -> None:
+    """The routing rule: a targeted language is routed when fastText alone keeps < 98 % of its dev texts."""
+    dev = _split("dev")
+    kept = {lang: _kept(alone, [(text, code) for text, code in dev if code == lang]) for lang in TARGETED}
+    assert {lang for lang, rows in kept.items() if sum(rows) < GOAL * len(rows)} == set(lid_module.ROUTES)
+
+
+def test_weak_languages_are_kept_by_their_second_identifier(
+    routed: LanguageIdentifier, alone: LanguageIdentifier, held_out: list[Sample]
+) -> None:
+    """Swahili, Yoruba, Afrikaans, Indonesian: the rows fastText alone drops and the routing keeps were
+    decided by an identifier of the language's route, and there are such rows for each."""
+    deciders = {}
+    for lang in WEAK:
+        samples = [(text, code) for text, code in held_out if code == lang]
+        texts, targets = [text for text, _ in samples], [lang] * len(samples)
+        pairs = zip(alone.check(texts, targets), routed.check(texts, targets), strict=True)
+        deciders[lang] = {after.second for before, after in pairs if after.keep and not before.keep}
+    assert all(found and found <= set(lid_module.ROUTES[lang].identifiers) for lang, found in deciders.items())
+
+
+def test_routes_accept_no_other_language_but_malay(
+    routed: LanguageIdentifier, alone: LanguageIdentifier, held_out: list[Sample]
+) -> None:
+    """Held-out texts of other languages newly kept for a routed target: only Malay for Indonesian, which no
+    identifier here tells apart (fastText alone already keeps most Malay texts for Indonesian)."""
+    newly: dict[str, set[str]] = {}
+    sample = held_out[::3]  # every language, a third of the lingua calls
+    for target in lid_module.ROUTES:
+        others = [(text, target) for text, code in sample if code != target]
+        codes = [code for _, code in sample if code != target]
+        pairs = zip(_kept(alone, others), _kept(routed, others), codes, strict=True)
+        if found := {code for before, after, code in pairs if after and not before}:
+            newly[target] = found
+    assert newly == {"id": {"ms"}}
+
+
+def test_fasttext_mode_takes_no_route() -> None:
+    assert LanguageIdentifier(LidConfig(mode="fasttext")).route("sw") is None
+
+
+def test_check_matches_the_previous_implementation_in_fasttext_mode(fixed_set: tuple[list[str], list[str]]) -> None:
+    """The batched rewrite changed no verdict: fastText mode, every row of the fixed set."""
+    lid = LanguageIdentifier(LidConfig(mode="fasttext"))
+    texts, targets = fixed_set
+    assert lid.check(texts, targets) == _check_before(lid, texts, targets)
+
+
+def test_unrouted_targets_keep_their_verdicts(fixed_set: tuple[list[str], list[str]]) -> None:
+    """Cascade and agree modes: rows whose target has no route get the verdicts they had before routing."""
+    texts, targets = fixed_set
+    rows = [row for row, target in enumerate(targets) if normalize_lang(target) not in lid_module.ROUTES]
+    texts, targets = [texts[row] for row in rows], [targets[row] for row in rows]
+    agree_rows = slice(None, None, 25)  # agree mode asks langdetect about every kept row: a sample
+    cascade = LanguageIdentifier(LidConfig(mode="cascade"))
+    agree = LanguageIdentifier(LidConfig(mode="agree"))
+    after = cascade.check(texts, targets) + agree.check(texts[agree_rows], targets[agree_rows])
+    before = _check_before(cascade, texts, targets) + _check_before(agree, texts[agree_rows], targets[agree_rows])
+    assert after == before
+
+
+def test_verdicts_fasttext_got_right_do_not_change(
+    routed: LanguageIdentifier, fixed_set: tuple[list[str], list[str]]
+) -> None:
+    """Routed targets too: a row fastText kept for the language it named has the same verdict with the routing
+    (for targets fastText can confirm: Yoruba's verdicts all come from its route now)."""
+    texts, targets = fixed_set
+    before = _check_before(routed, texts, targets)
+    codes = [normalize_lang(target) for target in targets]
+    right = [
+        row
+        for row, verdict in enumerate(before)
+        if verdict.keep and verdict.lang == codes[row] and lid_module._lid_confirms(codes[row])
+    ]
+    after = routed.check([texts[row] for row in right], [targets[row] for row in right])
+    assert after == [before[row] for row in right]
+
+
+def test_unknown_second_identifier_is_an_error() -> None:
+    with pytest.raises(ValueError, match="'cld2'"):
+        LanguageIdentifier().detect_second("cld2", ["Habari za asubuhi"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_check_leaves_the_garbage_collector_as_it_was(enabled: bool) -> None:
+    """check() pauses the cyclic collector while it builds verdicts; it is back as it was afterwards."""
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        LanguageIdentifier(LidConfig(mode="fasttext")).check(["Das ist ein ganz normaler deutscher Satz."], ["de"])
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
