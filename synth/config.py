@@ -82,13 +82,23 @@ class SamplingConfig(Section):
     max_tokens: int = Field(64, ge=1)
     repetition_penalty: float = Field(1.1, gt=0)
     seed: int = Field(0, description="Base seed; each request derives its own from it and its id.")
+    candidates: int = Field(
+        1, ge=1, le=64,
+        description="Answers a checked request may get (SAP queries, COD turns): the configured sample first; when it "
+        "fails the recipe's checks, candidates - 1 more in one call (n) at candidate_temperature; the first that "
+        "passes is kept.",
+    )
+    candidate_temperature: float = Field(
+        0.7, gt=0, description="Temperature of candidates after the first (at least 'temperature')."
+    )
 
 
 class LidConfig(Section):
     mode: Literal["fasttext", "cascade", "agree"] = Field(
         "cascade",
-        description="fasttext: fastText only; cascade: langdetect second opinion when fastText is unsure or the "
-        "text is short; agree: langdetect must agree on every row.",
+        description="fasttext: fastText only; cascade: fastText, a second identifier (CLD3 or lingua) for the "
+        "languages it is weak on (synth.lid.ROUTES), and langdetect's veto when fastText is unsure of a short text; "
+        "agree: the same routes, and langdetect must agree on every kept row.",
     )
     threshold: float = Field(0.5, ge=0, le=1, description="Minimum fastText score of the target language.")
     per_language: dict[str, float] = Field(default_factory=dict, description="Threshold overrides per language.")
@@ -152,6 +162,11 @@ class SapOptions(Section):
     summary_max_tokens: int = Field(96, ge=8)
     query_max_tokens: int = Field(48, ge=4)
     max_query_words: int = Field(40, ge=3, description="Longer queries are rejected as 'too_long'.")
+    shots: int | None = Field(
+        None, ge=1,
+        description="Few-shot exemplars per prompt (the first N of the exemplar files); null = all (5 cross-lingual, "
+        "3 monolingual). Fewer shots mean shorter prompts (CPU prefill time); measured in bench/RESULTS.md.",
+    )
 
 
 class SapConfig(RunConfigBase):

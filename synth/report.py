@@ -56,6 +56,11 @@ def summary_markdown(summary: RunSummary) -> str:
         f"prompt tokens {usage.get('prompt_tokens', 0)} · completion tokens {tokens_out} · "
         f"output tokens/s {tokens_out / gen_s if gen_s else 0:.1f}",
     ]
+    kept = sum(summary.kept.values())
+    if usage.get("candidates"):
+        lines[-1] += f" · candidates generated {usage['candidates']}"
+        if kept:
+            lines[-1] += f" ({usage['candidates'] / kept:.1f} and {tokens_out / kept:.1f} output tokens per kept row)"
     if summary.reject_reasons:
         lines += ["", "Reject reasons: " + ", ".join(f"{k} {v}" for k, v in summary.reject_reasons.items())]
     return "\n".join(lines)
@@ -446,7 +451,7 @@ def _headline(report: RecipeReport) -> str:
         + (f" ({report.kept_rows / total:.0%} kept)" if total else ""),
         f"<b>{_number(report.per_kept_row('completion_tokens'))}</b> output tokens per kept row",
     ]
-    if "candidates" in usage:
+    if usage.get("candidates"):  # texts the model generated (sampling.candidates: several per checked request)
         parts.append(f"<b>{_number(report.per_kept_row('candidates'))}</b> candidates per kept row")
     parts.append(
         f"{usage.get('calls', 0):,} LLM calls · {usage.get('reused', 0):,} reused · "

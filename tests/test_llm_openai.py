@@ -199,3 +199,26 @@ def test_closed_engine_refuses_work(fake_server: FakeOpenAIServer) -> None:
     engine.close()  # idempotent
     with pytest.raises(EngineError):
         engine.generate([prompt()])
+
+
+def test_n_candidates_come_back_in_choice_order(engine: OpenAIEngine, fake_server: FakeOpenAIServer) -> None:
+    choices = [{"index": i, "text": f"c{i}", "finish_reason": "stop" if i else "length"} for i in (2, 0, 1)]
+    usage = {"prompt_tokens": 5, "completion_tokens": 9}
+    fake_server.script(Reply(body={"choices": choices, "usage": usage}))
+    [result] = engine.generate([prompt(0, n=3, temperature=0.7, seed=4)])
+    assert (result.texts, result.finish_reasons) == (["c0", "c1", "c2"], ["length", "stop", "stop"])
+    assert (result.text, result.completion_tokens) == ("c0", 9) and fake_server.posts()[0].body["n"] == 3
+
+
+def test_one_sample_requests_do_not_send_n(engine: OpenAIEngine, fake_server: FakeOpenAIServer) -> None:
+    engine.generate([prompt(0)])
+    assert "n" not in fake_server.posts()[0].body
+
+
+def test_a_server_that_ignores_n_fails_the_request_without_retries(fake_server: FakeOpenAIServer) -> None:
+    engine = make_engine(fake_server.url, model="m")
+    try:
+        [result] = engine.generate([prompt(0, n=3, temperature=0.7)])  # the fake answers one choice
+        assert not result.ok and "n=3" in result.error and len(fake_server.posts()) == 1
+    finally:
+        engine.close()

@@ -9,7 +9,12 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 @dataclass(frozen=True)
 class Sampling:
-    """Sampling parameters of one request (a subset every backend understands)."""
+    """Sampling parameters of one request (a subset every backend understands).
+
+    ``n`` is the number of samples (candidates) the request asks for in one call: vLLM's ``SamplingParams.n``
+    (one prefill; with a seed, sample ``i`` is seeded ``seed + i``, so sample 0 is the text an ``n=1`` request
+    with the same seed gets) and the OpenAI API's ``n``.
+    """
 
     temperature: float = 0.0
     top_p: float = 1.0
@@ -17,9 +22,19 @@ class Sampling:
     repetition_penalty: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    n: int = 1
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}")
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The parameters as a dict; ``n`` only when it is not 1, so a one-sample request keeps the generation key
+        (``synth.store.units.generation_key``) it had before requests could ask for several."""
+        values = asdict(self)
+        if self.n == 1:
+            del values["n"]
+        return values
 
 
 @dataclass(frozen=True)
@@ -39,7 +54,12 @@ class Request:
 
 @dataclass
 class Result:
-    """What came back for one request. ``error`` is set (and ``text`` empty) when this request failed."""
+    """What came back for one request. ``error`` is set (and ``text`` empty) when this request failed.
+
+    A request with ``sampling.n > 1`` gets ``n`` candidates: ``texts`` and ``finish_reasons`` in sample order,
+    ``text``/``finish_reason`` are the first one's (what a caller that wants one answer reads), and
+    ``completion_tokens`` counts the tokens of all of them. Given only ``text``, ``texts`` is ``[text]``.
+    """
 
     request_id: str
     text: str = ""
@@ -50,10 +70,31 @@ class Result:
     latency_s: float = 0.0
     error: str | None = None
     cached: bool = False  # answered from the output's stored generations, not by the model
+    texts: list[str] = field(default_factory=list)
+    finish_reasons: list[str | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.texts:
+            self.text = self.texts[0]
+            if not self.finish_reasons:
+                self.finish_reasons = [self.finish_reason] * len(self.texts)
+            self.finish_reason = self.finish_reasons[0]
+        elif self.error is None:
+            self.texts, self.finish_reasons = [self.text], [self.finish_reason]
+        if len(self.finish_reasons) != len(self.texts):
+            raise ValueError(f"result {self.request_id}: {len(self.texts)} texts but {len(self.finish_reasons)} finish reasons")
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def candidates(self) -> list["Result"]:
+        """One single-text result per candidate, in sample order (none for a failed request): what a recipe's
+        checks read. Token counts stay on the whole result."""
+        return [
+            Result(self.request_id, text=text, finish_reason=reason, cached=self.cached)
+            for text, reason in zip(self.texts, self.finish_reasons)
+        ]
 
 
 @dataclass
@@ -68,6 +109,9 @@ class Usage:
     cached_tokens: int = 0
     generate_s: float = 0.0
     per_step: dict[str, int] = field(default_factory=dict)
+    # Texts the model generated (every sample of every call: a call with n=4 adds 4), like completion_tokens
+    # not counting answers reused from stored generations.
+    candidates: int = 0
 
     def add(self, results: Sequence[Result], step: str, seconds: float) -> None:
         """Count the model calls among ``results``; answers reused from stored generations count as ``reused``."""
@@ -78,11 +122,15 @@ class Usage:
         self.prompt_tokens += sum(r.prompt_tokens for r in called)
         self.completion_tokens += sum(r.completion_tokens for r in called)
         self.cached_tokens += sum(r.cached_tokens for r in called)
+        self.candidates += sum(len(r.texts) for r in called if r.ok)
         self.generate_s += seconds
         self.per_step[step] = self.per_step.get(step, 0) + len(called)
 
     def merge(self, other: "Usage") -> None:
-        for name in ("calls", "reused", "failed_calls", "prompt_tokens", "completion_tokens", "cached_tokens", "generate_s"):
+        for name in (
+            "calls", "reused", "failed_calls", "prompt_tokens", "completion_tokens", "cached_tokens", "generate_s",
+            "candidates",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for step, count in other.per_step.items():
             self.per_step[step] = self.per_step.get(step, 0) + count

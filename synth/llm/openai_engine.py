@@ -200,7 +200,7 @@ class OpenAIEngine:
                 async with endpoint.semaphore:
                     result = await self._call(endpoint, request)
                 result.latency_s = time.monotonic() - started
-                progress.answers_arrived(1)
+                progress.answers_arrived(len(result.texts))  # as vLLM counts: one per candidate
                 return result, False
             except _FatalError as exc:
                 if exc.status in RUN_STOPPING:
@@ -272,6 +272,8 @@ class OpenAIEngine:
         }
         if sampling.seed is not None:
             body["seed"] = sampling.seed
+        if sampling.n != 1:
+            body["n"] = sampling.n  # one prompt, n choices (vLLM seeds choice i with seed + i)
         if sampling.stop:
             body["stop"] = list(sampling.stop)
         if sampling.repetition_penalty != 1.0:
@@ -291,21 +293,30 @@ class OpenAIEngine:
 
     @staticmethod
     def _parse(endpoint: _Endpoint, request: Request, payload: Any) -> Result:
+        wanted = request.sampling.n
         try:
-            choice = payload["choices"][0]
-            text = choice["text"] if request.prompt is not None else choice["message"]["content"]
+            choices = sorted(payload["choices"], key=lambda choice: choice.get("index", 0))[:wanted]
+            if not choices:
+                raise IndexError("no choices")
+            texts = [
+                (choice["text"] if request.prompt is not None else choice["message"]["content"]) or ""
+                for choice in choices
+            ]
             usage = payload.get("usage") or {}
             details = usage.get("prompt_tokens_details") or {}
-            return Result(
+            result = Result(
                 request_id=request.id,
-                text=text or "",
-                finish_reason=choice.get("finish_reason"),
+                texts=texts,
+                finish_reasons=[choice.get("finish_reason") for choice in choices],
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                 completion_tokens=int(usage.get("completion_tokens") or 0),
                 cached_tokens=int(details.get("cached_tokens") or 0),
             )
         except (KeyError, IndexError, TypeError, AttributeError, ValueError):
             raise _RetryableError(f"unexpected reply: {_excerpt(json.dumps(payload))}") from None
+        if len(texts) < wanted:  # a server that ignores n: asking again gives the same
+            raise _FatalError(f"asked for n={wanted} choices, the server answered {len(texts)}")
+        return result
 
     def close(self) -> None:
         """Close connections and stop the private event loop; the engine cannot be used afterwards."""

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 # KV cache size works everywhere, and with eager mode it lets vLLM skip its warm-up pass at start.
 # 1 GiB holds ~58k tokens of Gemma 3 270M (18 KiB/token in bf16).
 CPU_KV_CACHE_BYTES = 1 << 30
+# vLLM's CPU default of prompt tokens per engine step (offline LLM); raised to max_model_len when that is longer.
+CPU_MAX_BATCHED_TOKENS = 4096
 STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
@@ -86,18 +88,19 @@ def _sampling_params(sampling: Sampling, json_schema: dict[str, Any] | None) -> 
         repetition_penalty=sampling.repetition_penalty,
         seed=sampling.seed,
         stop=list(sampling.stop) or None,
+        n=sampling.n,  # children seeded seed + i: sample 0 is what n=1 with this seed gives
         structured_outputs=StructuredOutputsParams(json=json_schema) if json_schema is not None else None,
     )
 
 
 def _result(request: Request, output: "RequestOutput", latency_s: float) -> Result:
-    completion = output.outputs[0]
+    completions = sorted(output.outputs, key=lambda completion: completion.index)  # sample order (n > 1)
     return Result(
         request_id=request.id,
-        text=completion.text,
-        finish_reason=completion.finish_reason,
+        texts=[completion.text for completion in completions],
+        finish_reasons=[completion.finish_reason for completion in completions],
         prompt_tokens=len(output.prompt_token_ids or ()),
-        completion_tokens=len(completion.token_ids),
+        completion_tokens=sum(len(completion.token_ids) for completion in completions),
         cached_tokens=output.num_cached_tokens or 0,
         latency_s=latency_s,
     )
@@ -159,6 +162,13 @@ class VLLMEngine:
             # Loading progress is written straight to stderr, past the log file: the run draws its own.
             "use_tqdm_on_load": False,
         }
+        if on_cpu:
+            # vLLM's sampler rewinds the generator of a seeded request whose prompt is only partly prefilled, which
+            # only CUDA generators allow: on CPU a sampled (temperature > 0) seeded request prefilled in chunks fails
+            # its whole batch ("CPU Generator does not use offset"), as candidates and COD retries are. Without
+            # chunked prefill a prompt is prefilled in one step (a step holds at least one whole prompt).
+            options["enable_chunked_prefill"] = False
+            options["max_num_batched_tokens"] = max(config.max_model_len, CPU_MAX_BATCHED_TOKENS)
         if config.gpu_memory_utilization is not None:
             options["gpu_memory_utilization"] = config.gpu_memory_utilization
         elif on_cpu and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:

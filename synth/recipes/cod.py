@@ -12,9 +12,13 @@ their culture. This recipe does the same for any language with a CLDR locale:
 3. **Turns**: the LLM writes each turn in the target language from its instruction and the turns
    generated so far (``prompts/cod/turn.v1.yaml``, one hand-written example dialogue per language).
 4. **Verification**: every localized value must appear in its turn (exact, then case-insensitive);
-   spans are recomputed on the generated text; the utterance's language is checked. A failing turn is
-   generated again, up to ``cod.max_attempts`` times in all, with another seed and a temperature of at
-   least :data:`RETRY_TEMPERATURE` (a repeat at temperature 0 would only reproduce the same text).
+   spans are recomputed on the generated text; the utterance's language is checked. A failing turn first
+   gets ``sampling.candidates - 1`` more candidates in one call (:func:`synth.recipes.base.generate_candidates`),
+   each checked the same way, and keeps the first that passes; when none does, the turn is generated again,
+   up to ``cod.max_attempts`` times in all (each with its candidates), with another seed and a temperature of
+   at least :data:`RETRY_TEMPERATURE` (a repeat at temperature 0 would only reproduce the same text). A turn
+   that passes nowhere keeps its best candidate (a usable one with the most values found; the latest of equals);
+   its ``candidate_reasons`` lists every candidate's reason, attempt after attempt.
 
 Turn by turn, not whole dialogues in one structured request: the default model (Gemma 3 270M) is a
 small *base* model that continues a few-shot pattern one line at a time but cannot be trusted to fill
@@ -60,7 +64,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -82,7 +85,7 @@ from synth.localize import (
     surface_index,
 )
 from synth.prompts import PromptTemplate, load_template
-from synth.recipes.base import LID_FIELDS, Recipe, stable_id
+from synth.recipes.base import LID_FIELDS, Recipe, first_passing, generate_candidates, stable_id
 from synth.sgd import (
     COUNT_SLOT,
     OutlineTemplates,
@@ -136,6 +139,8 @@ TURN_TYPE = pa.struct(
         ("lid_lang", pa.string()),
         ("lid_score", pa.float32()),
         ("attempts", pa.int32()),
+        # every candidate of every attempt, in order: its reject reason (null: it passed); null if not generated
+        ("candidate_reasons", pa.list_(pa.string())),
         ("source_utterance", pa.string()),
     ]
 )
@@ -163,6 +168,7 @@ class TurnResult:
     lid_lang: str | None = None
     lid_score: float | None = None
     attempts: int = 0
+    candidate_reasons: list[str | None] | None = None  # every candidate of every attempt, in order
 
     @property
     def usable(self) -> bool:
@@ -190,6 +196,10 @@ class DialogueJob:
     def stopped(self) -> bool:
         """An unusable turn ends the dialogue: later turns would have nothing to follow."""
         return bool(self.turns) and not self.turns[-1].usable
+
+
+def _turn_reason(outcome: TurnResult) -> str | None:
+    return outcome.reason
 
 
 def find_value(text: str, value: str) -> tuple[int, int] | None:
@@ -436,24 +446,40 @@ class CodRecipe(Recipe):
             )
             best: dict[int, TurnResult] = {}
             tries: dict[int, int] = {}
+            reasons: dict[int, list[str | None]] = {id(job): [] for job in active}
             pending = active
             for attempt in range(1, self.config.cod.max_attempts + 1):
                 if not pending:
                     break
-                started = time.perf_counter()
-                results = self.engine.generate([self.turn_request(job, t, attempt) for job in pending])
-                usage.add(results, "turn", time.perf_counter() - started)
-                outcomes = [self.check_turn(job, t, result) for job, result in zip(pending, results)]
-                self.apply_lid(outcomes, [job.lang for job in pending])
-                for job, outcome in zip(pending, outcomes):
+                candidates = generate_candidates(
+                    self.engine,
+                    [self.turn_request(job, t, attempt) for job in pending],
+                    lambda items, jobs=pending: self.check_turns(jobs, t, items),
+                    _turn_reason,
+                    self.config.sampling,
+                    usage,
+                    "turn",
+                )
+                for job, outcomes in zip(pending, candidates):
                     tries[id(job)] = attempt
-                    previous = best.get(id(job))
-                    if previous is None or outcome.rank() >= previous.rank():
-                        best[id(job)] = outcome
-                pending = [job for job, outcome in zip(pending, outcomes) if outcome.reason is not None]
+                    reasons[id(job)] += [outcome.reason for outcome in outcomes]
+                    chosen = first_passing(outcomes, _turn_reason)
+                    for outcome in outcomes if chosen is None else [outcomes[chosen]]:
+                        previous = best.get(id(job))
+                        if previous is None or outcome.rank() >= previous.rank():
+                            best[id(job)] = outcome
+                pending = [job for job in pending if best[id(job)].reason is not None]
             for job in active:
                 best[id(job)].attempts = tries[id(job)]
+                best[id(job)].candidate_reasons = reasons[id(job)]
                 job.turns.append(best[id(job)])
+
+    def check_turns(self, jobs: Sequence[DialogueJob], t: int, items: list[tuple[int, Result]]) -> list[TurnResult]:
+        """Every check of turn ``t`` on each candidate: ``items`` are (index into ``jobs``, candidate). Values and
+        repeats per candidate (:meth:`check_turn`), then LID over all of them at once (:meth:`apply_lid`)."""
+        outcomes = [self.check_turn(jobs[i], t, candidate) for i, candidate in items]
+        self.apply_lid(outcomes, [jobs[i].lang for i, _ in items])
+        return outcomes
 
     def process(self, records: list[dict[str, Any]], usage: Usage) -> list[dict[str, Any]]:
         dialogues = [record["dialogue"] for record in records]
@@ -499,6 +525,7 @@ class CodRecipe(Recipe):
                 "lid_lang": result.lid_lang,
                 "lid_score": result.lid_score,
                 "attempts": result.attempts,
+                "candidate_reasons": result.candidate_reasons,
                 "source_utterance": source["utterance"],
             }
             for source, result in zip(dialogue["turns"], results)

@@ -13,6 +13,11 @@ Input passages carry an optional ``lang`` (default ``en``); it is normalised on 
 Every passage × language gives a row; failures are rejected rows with a reason:
 ``engine_error``, ``summary_empty``, ``passage_too_long``, ``empty``, ``too_long``, ``copy``,
 ``exemplar_copy``, ``lid_mismatch``, ``script_mismatch``.
+
+Candidates (``sampling.candidates: k``): a question that fails a check gets ``k - 1`` more candidates in one call
+(:func:`synth.recipes.base.generate_candidates`); every check runs on each, unchanged, and the first that passes
+(in sample order, candidate 0 being the configured sample) is the row's query. ``candidate_reasons`` lists every
+candidate's reason (null for one that passed); a row where all fail keeps candidate 0's query and reason.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import pyarrow as pa
 import yaml
@@ -33,7 +38,7 @@ from synth.io import read_records
 from synth.llm.base import Request, Result, Sampling, Usage, request_seed
 from synth.paths import PROMPTS_DIR
 from synth.prompts import PromptTemplate, load_template
-from synth.recipes.base import LID_FIELDS, Recipe, stable_id
+from synth.recipes.base import LID_FIELDS, Recipe, first_passing, generate_candidates, stable_id
 
 EXEMPLAR_DIR = PROMPTS_DIR / "sap" / "exemplars"
 CROSS_LINGUAL_FILES = ("XOR-Retrieve-prompts.csv", "xtreme-up-prompts.csv")
@@ -163,6 +168,8 @@ class SapRecipe(Recipe):
             pa.field("summary", pa.string()),
             pa.field("query", pa.string()),
             pa.field("reject_reason", pa.string()),
+            # Per generated candidate, in sample order, its reject reason (null: it passed); null if none was made.
+            pa.field("candidate_reasons", pa.list_(pa.string())),
             *LID_FIELDS,
         ]
     )
@@ -249,7 +256,7 @@ class SapRecipe(Recipe):
         else:
             examples = cross_lingual_exemplars()["de"]  # all XOR columns share the same passages and summaries
         return self.summary_template.render_prefix(
-            {"passage": e.passage, "summary": e.summary} for e in examples
+            {"passage": e.passage, "summary": e.summary} for e in examples[: self.options.shots]
         )
 
     def summary_request(self, record: dict[str, Any]) -> Request:
@@ -262,7 +269,7 @@ class SapRecipe(Recipe):
         """The few-shot prefix of one target language (shared by every passage of that language)."""
         names = language_names()
         template = self.query_template(lang)
-        examples = self._exemplars().get(lang, ())
+        examples = self._exemplars().get(lang, ())[: self.options.shots]  # sap.shots: the first N (None: all)
         return template.render_prefix(
             ({"passage": e.passage, "summary": e.summary, "question": e.question} for e in examples),
             language=names.get(lang, lang),
@@ -317,21 +324,38 @@ class SapRecipe(Recipe):
                 query_jobs += [(record, summary, lang) for lang in langs]
         # Sorted by language so requests sharing a few-shot prefix are scheduled together.
         query_jobs.sort(key=lambda job: job[2])
-        started = time.perf_counter()
-        queries = self.engine.generate([self.query_request(r, s, lang) for r, s, lang in query_jobs])
-        usage.add(queries, "query", time.perf_counter() - started)
 
-        parsed = [(job, self.parse_query(result, job[0])) for job, result in zip(query_jobs, queries)]
-        checked = [(job, query) for job, (query, reason) in parsed if reason is None]
-        verdicts = self.lid.check([q for _, q in checked], [job[2] for job, _ in checked])
-        verdict_of = {id(job): verdict for (job, _), verdict in zip(checked, verdicts)}
-        for job, (query, reason) in parsed:
-            record, summary, lang = job
-            verdict = verdict_of.get(id(job))
+        requests = [self.query_request(r, s, lang) for r, s, lang in query_jobs]
+        candidates = generate_candidates(
+            self.engine,
+            requests,
+            lambda items: self.check_queries(query_jobs, items),
+            _reason,
+            self.config.sampling,
+            usage,
+            "query",
+        )
+        for (record, summary, lang), outcomes in zip(query_jobs, candidates):
+            query, reason, verdict, reasons = choose_query(outcomes)
+            rows.append(self._row(record, lang, summary, query, reason, verdict, reasons))
+        return rows
+
+    def check_queries(
+        self, jobs: Sequence[tuple[dict[str, Any], str, str]], items: list[tuple[int, Result]]
+    ) -> list[QueryOutcome]:
+        """Every check of a query on each candidate: ``items`` are (index into ``jobs``, candidate); ``jobs`` are
+        (record, summary, language). :meth:`parse_query`'s checks first, then LID on those that pass them."""
+        parsed = [self.parse_query(candidate, jobs[i][0]) for i, candidate in items]
+        todo = [n for n, (_, reason) in enumerate(parsed) if reason is None]
+        verdicts = self.lid.check([parsed[n][0] for n in todo], [jobs[items[n][0]][2] for n in todo])
+        verdict_of = dict(zip(todo, verdicts))
+        outcomes = []
+        for n, (query, reason) in enumerate(parsed):
+            verdict = verdict_of.get(n)
             if verdict is not None and not verdict.keep:
                 reason = verdict.reason
-            rows.append(self._row(record, lang, summary, query, reason, verdict))
-        return rows
+            outcomes.append(QueryOutcome(query, reason, verdict))
+        return outcomes
 
     def parse_query(self, result: Result, record: dict[str, Any]) -> tuple[str, str | None]:
         """The query text and its reject reason (``None`` when it passes the checks before LID)."""
@@ -351,7 +375,10 @@ class SapRecipe(Recipe):
             return query, "exemplar_copy"
         return query, None
 
-    def _row(self, record: dict[str, Any], lang: str, summary: str, query: str, reason: str | None, verdict=None) -> dict[str, Any]:
+    def _row(
+        self, record: dict[str, Any], lang: str, summary: str, query: str, reason: str | None, verdict=None,
+        candidate_reasons: list[str | None] | None = None,
+    ) -> dict[str, Any]:
         return {
             "id": stable_id(record["source_id"], self.name, lang, self.options.mode),
             "source_id": record["source_id"],
@@ -364,10 +391,39 @@ class SapRecipe(Recipe):
             "summary": summary,
             "query": query,
             "reject_reason": reason,
+            "candidate_reasons": candidate_reasons,
             "lid_lang": verdict.lang if verdict else None,
             "lid_score": verdict.score if verdict else None,
             "lid_agree": verdict.agree if verdict else None,
         }
+
+
+class QueryOutcome(NamedTuple):
+    """One candidate query after the checks: its text, reject reason (``None``: kept) and LID verdict, if run."""
+
+    query: str
+    reason: str | None
+    verdict: Any = None
+
+
+def _reason(outcome: QueryOutcome) -> str | None:
+    return outcome.reason
+
+
+def choose_query(outcomes: Sequence[QueryOutcome]) -> tuple[str, str | None, Any, list[str | None]]:
+    """The row of a query from its candidates' outcomes (sample order): query, reason, verdict, candidate reasons.
+
+    The first passing candidate is kept. When none passes, the row is candidate 0's (its text, its reason), unless
+    a call for candidates failed: then it is ``engine_error``, so the unit is not done and a rerun asks again.
+    """
+    reasons = [outcome.reason for outcome in outcomes]
+    chosen = first_passing(outcomes, _reason)
+    if chosen is not None:
+        kept = outcomes[chosen]
+        return kept.query, None, kept.verdict, reasons
+    first = outcomes[0]
+    reason = "engine_error" if "engine_error" in reasons else first.reason
+    return first.query, reason, first.verdict, reasons
 
 
 def _input_row(path: str | None, index: int) -> int:

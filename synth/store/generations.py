@@ -6,7 +6,11 @@ are written next to the batch's segment. A failed request is never stored, so a 
 
 ::
 
-    OUT/.polysynth/<recipe>/generations/<sid>.parquet   key (uint64), text, finish_reason, token counts
+    OUT/.polysynth/<recipe>/generations/<sid>.parquet   key (uint64), text, finish_reason, token counts,
+                                                        texts, finish_reasons (every candidate of the request)
+
+A request for ``n`` candidates (``Sampling.n``) is one generation holding all ``n`` texts; ``text`` is the first.
+``texts`` is null for a one-text request, as in files written before ``texts`` existed: both read as ``[text]``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ GENERATION_SCHEMA = pa.schema(
         pa.field("finish_reason", pa.string()),
         pa.field("prompt_tokens", pa.int64()),
         pa.field("completion_tokens", pa.int64()),
+        pa.field("texts", pa.list_(pa.string())),
+        pa.field("finish_reasons", pa.list_(pa.string())),
     ]
 )
 
@@ -117,10 +123,14 @@ class CachingEngine:
         if at == len(keys) or keys[at] != np.uint64(key):
             return None
         row = self._table(files[file_ix[at]]).slice(int(row_ix[at]), 1).to_pylist()[0]
+        texts = row.get("texts") or [row["text"]]  # a file of one text per request (before n) has no texts
+        reasons = row.get("finish_reasons") or [row["finish_reason"]] * len(texts)
+        if len(texts) != request.sampling.n:  # only a key collision could do this: ask the model instead
+            return None
         return Result(
             request_id=request.id,
-            text=row["text"],
-            finish_reason=row["finish_reason"],
+            texts=texts,
+            finish_reasons=reasons,
             prompt_tokens=row["prompt_tokens"],
             completion_tokens=row["completion_tokens"],
             cached=True,
@@ -153,6 +163,9 @@ class CachingEngine:
                 "finish_reason": [r.finish_reason for _, r in new],
                 "prompt_tokens": [r.prompt_tokens for _, r in new],
                 "completion_tokens": [r.completion_tokens for _, r in new],
+                # null for one text (``text`` says it all), so single-candidate files stay as small as before
+                "texts": [r.texts if len(r.texts) > 1 else None for _, r in new],
+                "finish_reasons": [r.finish_reasons if len(r.texts) > 1 else None for _, r in new],
             },
             schema=GENERATION_SCHEMA,
         )
