@@ -251,12 +251,20 @@ def append_results(results: list[Result], info: dict[str, Any], scale: float, ar
         handle.write("\n".join(section) + "\n")
 
 
+# Set by ``python -m bench --device gpu``: the shipped config's CPU choices (float32 on CPUs without bf16 units)
+# do not apply on a GPU; vLLM's default dtype (the model's bf16) does.
+ENGINE_OVERRIDES: dict[str, Any] = {}
+
+
 # -- shared SAP setup -----------------------------------------------------------------------------------
-def sap_config(passages: int, languages: list[str], out: Path, *, batch_size: int | None = None, input_path: Path | None = None):
-    """The shipped SAP config (default model, its sampling and engine settings) limited to ``passages``."""
+def sap_config(passages: int, languages: list[str], out: Path, *, batch_size: int | None = None, input_path: Path | None = None,
+               overrides: dict[str, Any] | None = None):
+    """The shipped SAP config (default model, its sampling and engine settings) limited to ``passages``;
+    ``overrides``: more dotted keys (``{"sap.shots": 3}``; a ``None`` value is left out)."""
     from synth.config import load_config
 
-    overrides: dict[str, Any] = {"input.limit": passages, "languages": languages, "output.dir": str(out)}
+    extra = {key: value for key, value in (overrides or {}).items() if value is not None}
+    overrides = {"input.limit": passages, "languages": languages, "output.dir": str(out), **ENGINE_OVERRIDES, **extra}
     if batch_size is not None:
         overrides["runner.batch_size"] = batch_size
     if input_path is not None:
@@ -267,8 +275,9 @@ def sap_config(passages: int, languages: list[str], out: Path, *, batch_size: in
 class Context:
     """State shared by the benchmarks of one ``python -m bench`` run: scale, the engine, earlier figures."""
 
-    def __init__(self, scale: float):
+    def __init__(self, scale: float, device: str = "cpu"):
         self.scale = scale
+        self.device = device
         self.shared: dict[str, Any] = {}
         self._engine = None
         self.engine_start_s: float | None = None
@@ -317,3 +326,104 @@ def retry(fn: Callable[[], Any], tries: int = 3, delay_s: float = 1.0) -> Any:
             if attempt == tries - 1:
                 raise
             time.sleep(delay_s)
+
+
+# -- the shared load rule --------------------------------------------------------------------------------
+# A measurement is bracketed by two runs of the same raw baseline (bare vllm.LLM.generate on the same prompts,
+# same engine): the figure is the measured time (or rate) relative to the mean of the two. When the two
+# baselines differ by more than INCONCLUSIVE_DRIFT, the machine's load changed during the bracket and that
+# repeat gives no verdict. Used by every benchmark with repeats (overhead's ABBA rounds, the peers' children).
+INCONCLUSIVE_DRIFT = 0.15
+
+
+def baseline_drift(before_s: float, after_s: float) -> float:
+    """Relative difference of two baseline timings: |before − after| / min(before, after)."""
+    low = min(before_s, after_s)
+    if low <= 0:
+        return float("inf")
+    return abs(before_s - after_s) / low
+
+
+@dataclass
+class Repeat:
+    """One bracketed measurement: ``ratio`` (as the caller defines it) and the baselines around it."""
+
+    ratio: float
+    before_s: float
+    after_s: float
+    limit: float = INCONCLUSIVE_DRIFT
+
+    @property
+    def drift(self) -> float:
+        return baseline_drift(self.before_s, self.after_s)
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.drift > self.limit
+
+
+@dataclass
+class Verdict:
+    """Median and spread of the conclusive repeats; ``inconclusive`` when they are not a majority."""
+
+    median: float | None
+    low: float | None
+    high: float | None
+    conclusive: int
+    total: int
+    inconclusive_repeats: list[int]  # 1-based
+    inconclusive: bool
+
+    @property
+    def spread(self) -> float | None:
+        """(max − min) / median of the conclusive repeats' ratios."""
+        if self.median in (None, 0) or self.low is None or self.high is None:
+            return None
+        return (self.high - self.low) / self.median
+
+    def describe(self, digits: int = 3) -> str:
+        if self.inconclusive:
+            return (f"inconclusive: the baselines around repeats {self.inconclusive_repeats} differed by more than "
+                    f"{INCONCLUSIVE_DRIFT:.0%} (load changed); {self.conclusive}/{self.total} repeats conclusive")
+        return (f"{self.median:.{digits}f} (min {self.low:.{digits}f}, max {self.high:.{digits}f}; "
+                f"{self.conclusive}/{self.total} repeats conclusive)")
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def verdict(repeats: list[Repeat]) -> Verdict:
+    """The rule: repeats whose baselines drifted more than their limit are left out; the figure is the median
+    of the others with their min and max; fewer than a majority conclusive → inconclusive (no figure)."""
+    good = [r.ratio for r in repeats if not r.inconclusive]
+    bad = [i for i, r in enumerate(repeats, start=1) if r.inconclusive]
+    if not repeats or len(good) <= len(repeats) // 2:
+        return Verdict(None, None, None, len(good), len(repeats), bad, True)
+    return Verdict(median(good), min(good), max(good), len(good), len(repeats), bad, False)
+
+
+def per_kept_row(output_tokens: float, wall_s: float, kept_rows: int) -> str:
+    """Cost per kept row as the benchmarks print it: "T tokens, S s per kept row (K kept)"."""
+    if not kept_rows:
+        return f"n/a (0 rows kept; {output_tokens:.0f} output tokens, {wall_s:.1f} s)"
+    return f"{output_tokens / kept_rows:.1f} tokens, {wall_s / kept_rows:.2f} s per kept row ({kept_rows} kept)"
+
+
+def gpu_projection(ctx: "Context") -> Result:
+    """GPU-hours for 1M passages × 33 languages, from the overhead benchmark's SAP flow on this GPU."""
+    result = Result("gpu_projection", "GPU projection: SAP on 1M passages × 33 languages")
+    figures = ctx.shared.get("sap")
+    if not figures:
+        result.status = "could not run"
+        result.notes.append("needs the overhead benchmark's figures (run with --only including overhead)")
+        return result
+    rows = 1_000_000 * 33
+    s_per_row = figures["pipeline_s_per_row"]
+    result.add("measured: SAP flow s per row (passage × language), rows in the run", f"{s_per_row:.4f}, {figures['rows']}")
+    result.add("projected GPU-hours, 1M passages × 33 languages (one GPU, one process)", s_per_row * rows / 3600)
+    result.notes.append("Linear projection from a small run: the summary step is per passage, so with 33 languages "
+                        "per passage (vs the run's languages) it is amortised better; read it as an upper bound.")
+    return result

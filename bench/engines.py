@@ -154,6 +154,8 @@ def run(ctx: Context) -> Result:
         result.headline.append(f"VLLMEngine with VLLM_ENABLE_V1_MULTIPROCESSING=1 / polysynth's default (0) tokens/s: "
                                f"{mp['tokens'] / mp['wall_s'] / local_tps:.2f}")
     result.add("prompts (SAP summary requests), max_tokens", f"{n}, {requests[0].sampling.max_tokens}")
+    result.add("cost per kept row", "n/a: summary prompts only, no rows are checked or kept (tokens/s and s per summary below)")
+    result.add("in-process: output tokens and wall s per summary", f"{(local_tokens + local_tokens_b) / (2 * n):.1f}, {t_in_wall / n:.2f}")
     result.add("in-process VLLMEngine (before and after the server): wall s / output tokens / tokens/s",
                f"{wall_a:.2f} + {wall_b:.2f} / {local_tokens} + {local_tokens_b} / {local_tps:.2f}")
     if mp.get("ok"):

@@ -20,14 +20,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.common import PROFILES, WORK, Context, Result, first_line, log, sap_config, timed, vllm_sampling_params
+from bench.common import (PROFILES, WORK, Context, Repeat, Result, first_line, log, per_kept_row,
+                          sap_config, timed, verdict, vllm_sampling_params)
 
 NAME = "overhead"
 TITLE = "1. Orchestration overhead: SAP flow vs raw vllm.LLM.generate"
 LANGUAGES = ["de", "hi", "sw", "zh"]  # the shipped sap.yaml's languages
 GOAL = 0.95
-ROUNDS = 3
-INCONCLUSIVE_DRIFT = 0.15  # raw runs before and after the flow runs differing by more: the load changed mid-round
+ROUNDS = 3  # ABBA rounds; the rule for a round's raw runs differing too much is bench.common.verdict
 
 
 def _records(config, n: int) -> list[dict[str, Any]]:
@@ -229,7 +229,7 @@ def run(ctx: Context) -> Result:
 
     # ROUNDS rounds in ABBA order (raw, flow, flow, raw): a steady drift of the machine's load hits both sides
     # alike within a round; the figure is the median of the rounds' ratios, with their spread.
-    raws, pipes, round_ratios, inconclusive = [], [], [], []
+    raws, pipes, repeats = [], [], []
     for number in range(1, ROUNDS + 1):
         round_raws, round_pipes = [], []
         for step, kind in enumerate(("raw", "flow", "flow", "raw"), start=1):
@@ -242,11 +242,9 @@ def run(ctx: Context) -> Result:
         pipes += round_pipes
         raw_tps_round = sum(r["completion_tokens"] for r in round_raws) / sum(r["wall_s"] for r in round_raws)
         pipe_tps_round = sum(p["summary"]["usage"]["completion_tokens"] for p in round_pipes) / sum(p["wall_s"] for p in round_pipes)
-        round_ratios.append(pipe_tps_round / raw_tps_round)
-        first, last = round_raws[0]["wall_s"], round_raws[1]["wall_s"]
-        if abs(first - last) / min(first, last) > INCONCLUSIVE_DRIFT:
-            inconclusive.append(number)
-        log(f"overhead: round {number}: ratio {round_ratios[-1]:.3f} (raw {first:.1f} s / {last:.1f} s)")
+        repeats.append(Repeat(pipe_tps_round / raw_tps_round, round_raws[0]["wall_s"], round_raws[1]["wall_s"]))
+        log(f"overhead: round {number}: ratio {repeats[-1].ratio:.3f} (raw {repeats[-1].before_s:.1f} s / "
+            f"{repeats[-1].after_s:.1f} s, drift {repeats[-1].drift:.0%})")
     raw, pipe = raws[-1], pipes[-1]
     usage = pipe["summary"]["usage"]
     raw_tokens = sum(r["completion_tokens"] for r in raws)
@@ -268,13 +266,16 @@ def run(ctx: Context) -> Result:
     same_summaries = sum(summaries.get(k) == v for k, v in raw["summaries"].items())
     same_queries = sum(queries.get(k) == v for k, v in raw["queries"].items())
 
-    median = sorted(round_ratios)[len(round_ratios) // 2]
-    if len(inconclusive) > len(round_ratios) // 2:
-        result.add("pipeline/raw output tokens/s", "inconclusive: the raw runs around the flow runs differed by more "
-                   f"than {INCONCLUSIVE_DRIFT:.0%} in rounds {inconclusive} (machine load changed)")
+    v = verdict(repeats)
+    if v.inconclusive:
+        result.add("pipeline/raw output tokens/s", v.describe())
     else:
-        result.goal(f"pipeline/raw output tokens/s (median of {ROUNDS} ABBA rounds)", median, GOAL)
-    result.add("round ratios (min / median / max)", f"{min(round_ratios):.3f} / {median:.3f} / {max(round_ratios):.3f}")
+        result.goal(f"pipeline/raw output tokens/s (median of the conclusive of {ROUNDS} ABBA rounds)", v.median, GOAL)
+    result.add("round ratios (min / median / max over conclusive rounds; spread)", v.describe() if v.inconclusive else
+               f"{v.low:.3f} / {v.median:.3f} / {v.high:.3f}; spread {v.spread:.1%}")
+    result.add("per round: ratio (raw before s, raw after s, drift)", "; ".join(
+        f"{r.ratio:.3f} ({r.before_s:.1f}, {r.after_s:.1f}, {r.drift:.0%}{' INCONCLUSIVE' if r.inconclusive else ''})"
+        for r in repeats))
     result.add("pooled ratio over all runs", ratio)
     result.goal("share of the flow's wall time spent in engine.generate (within-run, load-insensitive)", within, GOAL)
     result.add("passages × languages (SAP cross-lingual, default model)", f"{passages} × {len(languages)} ({', '.join(languages)})")
@@ -287,6 +288,9 @@ def run(ctx: Context) -> Result:
     result.add("flow (mean of runs): wall s / CPU s; generate s (last run)", f"{pipe['wall_s']:.2f} / {pipe['cpu_s']:.2f}; {usage['generate_s']:.2f}")
     result.add("pipeline: LLM calls, output tokens", f"{usage['calls']}, {usage['completion_tokens']}")
     result.add("pipeline output tokens/s", pipe_tps)
+    kept_rows = sum(pipe["summary"]["kept"].values())
+    result.add("pipeline cost per kept row (last run's kept rows, mean run)",
+               per_kept_row(pipe_tokens / len(pipes), pipe["wall_s"], kept_rows))
     result.add("flow non-generate time s per run (wall − generate, mean)", (pipe_wall - pipe_generate) / len(pipes))
     result.add("ratio by CPU time (tokens per CPU-second, less noisy on a shared machine)", cpu_ratio)
     result.add("ratio counting Prefect start + LID loads once", ratio_with_starts)

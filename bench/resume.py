@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-from bench.common import ORIGINAL_ENV, ROOT, WORK, Context, Result, log, sap_config, timed
+from bench.common import ORIGINAL_ENV, ROOT, WORK, Context, Result, log, per_kept_row, sap_config, timed
 
 NAME = "resume"
 TITLE = "5. Resume cost: rerun of a finished run"
@@ -30,6 +30,7 @@ def run(ctx: Context) -> Result:
     shared = ctx.shared.get("sap")
     if shared:
         config, first_wall = shared["config"], shared["pipeline"]["wall_s"]
+        first = shared["pipeline"]["summary"]
         source = f"benchmark 1's flow run ({shared['passages']} passages × {len(shared['languages'])} languages)"
     else:
         from bench.overhead import warm_up
@@ -42,7 +43,7 @@ def run(ctx: Context) -> Result:
         shutil.rmtree(WORK / "resume", ignore_errors=True)
         log(f"resume: first SAP flow run on {passages} passages…")
         with timed() as t:
-            run_flow(config)
+            first = run_flow(config)
         first_wall, source = t.wall_s, f"a SAP flow run here ({passages} passages × 4 languages)"
     engine = ctx.engine(config)
     before = engine.prefix_cache_stats()["prompt_tokens"]
@@ -78,6 +79,9 @@ def run(ctx: Context) -> Result:
     result.goal("LLM calls made by the reruns (prompt tokens sent)", float(calls_tokens), 0.0, higher_is_better=False)
     result.add("first run", source)
     result.add("first run wall s (engine start excluded)", first_wall)
+    first_tokens = first["usage"]["completion_tokens"]
+    result.add("first run: output tokens/s; cost per kept row", f"{first_tokens / max(first_wall, 1e-9):.2f}; "
+               + per_kept_row(first_tokens, first_wall, sum(first["kept"].values())))
     result.add("rerun: units generated (flow / run_recipe)", f"{summary['units_generated']} / {lib_summary.units_generated}")
     result.add("rerun wall s: flow (Prefect) / run_recipe (no Prefect)", f"{t_flow.wall_s:.3f} / {t_lib.wall_s:.3f}")
     result.add("rerun / first: run_recipe", t_lib.wall_s / first_wall)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import WORK, Context, Result, log, sap_config, timed
+from bench.common import WORK, Context, Result, log, per_kept_row, sap_config, timed
 
 NAME = "sap_calls"
 TITLE = "2. SAP call economy and prefix-cache hits"
@@ -58,8 +58,8 @@ def _own_run(ctx: Context) -> dict[str, Any]:
     engine.llm.reset_prefix_cache()
     usage = Usage()
     log(f"sap_calls: SAP recipe on {passages} passages × {len(LANGUAGES)} languages…")
-    with timed():
-        recipe.process(records, usage)
+    with timed() as t:
+        rows = recipe.process(records, usage)
     summary_results, query_results = recorder.calls
     steps = {}
     for step, results in (("summary", summary_results), ("query", query_results)):
@@ -77,6 +77,8 @@ def _own_run(ctx: Context) -> dict[str, Any]:
         "query_prompts": [r.prompt for r in recorder.requests[1]],
         "usage": usage.as_dict(),
         "source": f"own SAP recipe run ({passages} passages)",
+        "wall_s": t.wall_s,
+        "kept_rows": sum(1 for row in rows if not row.get("reject_reason")),
     }
 
 
@@ -95,6 +97,8 @@ def run(ctx: Context) -> Result:
             "query_prompts": raw["query_prompts"],
             "usage": shared["pipeline"]["summary"]["usage"],
             "source": f"benchmark 1's runs ({shared['passages']} passages; per-step counts from its raw run, totals from its flow run)",
+            "wall_s": shared["pipeline"]["wall_s"],
+            "kept_rows": sum(shared["pipeline"]["summary"]["kept"].values()),
         }
     else:
         data = _own_run(ctx)
@@ -121,6 +125,9 @@ def run(ctx: Context) -> Result:
     result.add("prompt tokens per passage: polysynth / naive", f"{prompt_per_passage:,.0f} / {naive_prompt_per_passage:,.0f}")
     result.add("prompt tokens saved vs naive", 1 - prompt_per_passage / naive_prompt_per_passage)
     result.add("output tokens per passage: polysynth / naive", f"{out_per_passage:,.0f} / {naive_out_per_passage:,.0f}")
+    tokens = data["usage"]["completion_tokens"]
+    result.add("output tokens/s; cost per kept row", f"{tokens / max(data['wall_s'], 1e-9):.2f}; "
+               + per_kept_row(tokens, data["wall_s"], data["kept_rows"]))
     result.add("summary prompt tokens (mean)", summary_prompt)
     result.add("query prompt tokens (mean)", q["prompt_tokens"] / max(q["calls"], 1))
 

@@ -62,3 +62,11 @@ def test_peer_job_has_the_recipes_prompts(tmp_path):
     first = job["queries"][0]
     assert first["prompt"].replace(SUMMARY_MARK, "S") == recipe.query_request(records[0], "S", "de").prompt
     assert job["summary_sampling"]["stop"] == ["\n"] and job["engine"]["enable_prefix_caching"]
+
+
+def test_gpu_device_is_refused_without_cuda(capsys):
+    if bench_main.cuda_problem() is None:
+        pytest.skip("this machine has CUDA")
+    assert bench_main.main(["--device", "gpu", "--no-write"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "needs a CUDA GPU" in err
