@@ -4,7 +4,7 @@ Scale 1 is sized for ~10 minutes on 2 idle CPU cores (plus the one-time install 
 ``--scale 4`` and up for bigger machines. Benchmarks run one after another in this process (one in-process
 vLLM engine is shared by those that need it; servers and peers run as child processes, never at the same time).
 
-Names: overhead, sap_calls, resume, lid, shards, engines, peers, prefill.
+Names: overhead, sap_calls, keep, resume, lid, answerability, shards, engines, peers, prefill.
 
 ``--device gpu`` (on a machine with CUDA and the GPU build of vLLM; ``bench/gpu.sh`` installs it and runs this):
 the overhead, engines and SAP-call benchmarks at a larger batch, the same tables, and the projected GPU-hours of
@@ -27,7 +27,7 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM logs INFO lines t
 
 from bench.common import RESULTS, Context, Result, append_results, log, machine  # noqa: E402
 
-ORDER = ["overhead", "sap_calls", "resume", "lid", "shards", "engines", "peers", "prefill"]
+ORDER = ["overhead", "sap_calls", "keep", "resume", "lid", "answerability", "shards", "engines", "peers", "prefill", "prefix_warmup"]
 GPU_ORDER = ["overhead", "engines", "sap_calls"]
 GPU_SCALE = 8.0  # --device gpu without --scale: larger batches (a GPU is idle at the CPU's sizes)
 

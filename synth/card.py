@@ -440,7 +440,8 @@ def build_card(
         "",
         "- No row was checked by a person: rows can be wrong, unnatural, or unfaithful to their source even when "
         "they passed the filters.",
-        "- Filtering relies on automatic language identification (fastText with a langdetect second opinion); "
+        "- Filtering relies on automatic language identification (fastText lid.176; CLD3 or lingua for the languages "
+        "fastText is weak on, such as Swahili, Indonesian and Yoruba; langdetect as a second opinion); "
         "short texts, closely related languages and code-switched text are where it errs most.",
         *(
             [

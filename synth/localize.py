@@ -13,7 +13,8 @@ currency  a price, rent, balance or amount (slot name, or ``$``/"dollar" in its 
 number    any other numeric canonical value, counts included -> the locale's decimal format
 lexicon   a city, country or area -> ``synth.lexicon.label_for`` (the EntityCS lexicon)
 llm       any other name (restaurants, songs, people, addresses) -> a plausible local name from the LLM,
-          prompt ``prompts/cod/localize_value.v1.yaml``, all values of a batch in one engine call
+          prompt ``prompts/cod/localize_value.v1.yaml`` (chat form: ``localize_value.chat.v1.yaml``),
+          all values of a batch in one engine call
 kept      the value as it is: codes and phone numbers, places when ``synth.lexicon`` is absent, and LLM
           answers that fail the checks (empty, cut off, too long, not in the language's script) or equal
           the source
@@ -277,21 +278,21 @@ def cod_exemplars() -> dict[str, Any]:
     return data
 
 
-def localize_template() -> PromptTemplate:
-    return load_template(LOCALIZE_TEMPLATE)
+def localize_template(form: str = "completion") -> PromptTemplate:
+    """The value-localization template in prompt form ``form`` (``localize_value.v1.yaml`` or its ``.chat``)."""
+    return load_template(LOCALIZE_TEMPLATE, form=form)
 
 
-def localize_request(value: str, kind: str, lang: str, sampling: SamplingConfig) -> Request:
-    """The few-shot request for one name; its id (hence seed) depends only on language, kind and value."""
-    template = localize_template()
+def localize_request(value: str, kind: str, lang: str, sampling: SamplingConfig, form: str = "completion") -> Request:
+    """The few-shot request for one name; its id (hence seed) depends only on language, kind and value.
+    ``form``: ``completion`` (one text) or ``chat`` (the examples as user/assistant turns)."""
+    template = localize_template(form)
     digest = hashlib.sha256(f"{kind}\x1f{value}".encode()).hexdigest()[:16]
     request_id = f"cod/localize/{lang}/{digest}"
-    prompt = template.render_prefix(cod_exemplars()["localize"]) + template.render_request(
-        language=language_name(lang), kind=kind, source=value
-    )
+    body = template.render(cod_exemplars()["localize"], {"language": language_name(lang), "kind": kind, "source": value})
     return Request(
         id=request_id,
-        prompt=prompt,
+        **body,
         sampling=Sampling(
             temperature=sampling.temperature,
             top_p=sampling.top_p,
@@ -326,8 +327,10 @@ def localize_dialogues(
     engine: Engine | None,
     sampling: SamplingConfig,
     usage: Usage,
+    form: str = "completion",
 ) -> dict[tuple[str, str], ValueMap]:
-    """``{(dialogue_id, lang): {canonical: LocalizedValue}}`` for every dialogue × language.
+    """``{(dialogue_id, lang): {canonical: LocalizedValue}}`` for every dialogue × language (LLM requests in prompt
+    form ``form``, see :func:`localize_request`).
 
     The LLM names of the whole batch go to the engine in one call; identical (language, kind, value)
     requests are sent once, so a name also reads the same across the dialogues of a batch.
@@ -357,7 +360,7 @@ def localize_dialogues(
                 if method == "llm":
                     kind = _kind(value)
                     wanted.setdefault(
-                        (lang, kind, value.canonical), localize_request(value.canonical, kind, lang, sampling)
+                        (lang, kind, value.canonical), localize_request(value.canonical, kind, lang, sampling, form)
                     )
                 plan.append((value, method, text))
             plans[(dialogue["dialogue_id"], lang)] = plan

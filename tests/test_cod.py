@@ -325,6 +325,16 @@ def test_short_turns_still_fail_on_their_script():
     assert row["turns"][3]["reject_reason"] == "script_mismatch" and row["reject_reason"] == "script_mismatch"
 
 
+def test_a_number_is_not_found_inside_a_longer_number():
+    assert find_value('Temperatur "89", Regen 8 %', "8") == (23, 24)
+    assert find_value("pukul 89", "8") is None
+    assert find_value("на 8,7 и 18", "8") is None
+    assert find_value("at 3.8 or 89", "8") is None
+    assert find_value("89", "89") == (0, 2)
+    assert find_value("8, 9 or 10", "8") == (0, 1)  # a comma and a space: two numbers
+    assert find_value("Montarassa", "Montara") == (0, 7)  # letters: an inflected form still contains its value
+
+
 def test_find_value_and_masking():
     assert find_value("Рейс в Мехико, 7 марта", "7 марта") == (15, 22)
     text = "Flight to MEXICO CITY"

@@ -108,6 +108,28 @@ def test_shared_prefixes_hit_the_prefix_cache(engine) -> None:
     assert 0 < stats["hit_rate"] <= 1 and stats["cached_tokens"] >= 3 * 128
 
 
+def test_prompts_sharing_a_prefix_in_one_batch_all_hit_the_cache(engine) -> None:
+    # All four fit in one engine step: without prefilling the shared prefix first, those admitted with the first
+    # one would find nothing cached.
+    prefix = "Examples of questions people ask about rivers and the towns along them. " * 30
+    requests = [Request(id=str(i), prompt=f"{prefix}Question {i}:", sampling=Sampling(max_tokens=2)) for i in range(4)]
+    results = engine.generate(requests)
+    assert all(r.ok for r in results)
+    assert min(r.cached_tokens for r in results) >= 128, [r.cached_tokens for r in results]
+
+
+def test_shared_prefixes_are_the_longest_and_not_nested() -> None:
+    from synth.llm.vllm_engine import shared_prefixes
+
+    a, b = "A" * 500, "B" * 450
+    prompts = [a + "x1", b + "q", a + "y", a + "x2", b + "r", "C" * 900]
+    # a+"x" is shared by two prompts and caches a for the third; b by two; the lone C prompt by none
+    assert sorted(shared_prefixes(prompts, 400)) == sorted([a + "x", b])
+    assert shared_prefixes(prompts, 460) == [a + "x"]
+    assert shared_prefixes(["same " * 100] * 2, 400) == ["same " * 100]
+    assert shared_prefixes([a], 1) == []
+
+
 def test_worker_threads_share_the_engine(engine) -> None:
     # Prefect's thread task runner calls generate from several threads at once
     def one(i: int) -> str:

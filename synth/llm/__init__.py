@@ -54,8 +54,9 @@ def create_engine(config: EngineConfig) -> Engine:
 
 
 def get_engine(config: EngineConfig) -> Engine:
-    """The process-wide engine for ``config``, created on first use (thread-safe)."""
-    key = config.model_dump_json()
+    """The process-wide engine for ``config``, created on first use (thread-safe). ``prompt_format`` is not part of
+    the key: it changes what recipes send, not the engine, so both forms share one (one in-process vLLM)."""
+    key = config.model_dump_json(exclude={"prompt_format"})
     with _lock:  # held during creation so that concurrent tasks never start a second vLLM
         engine = _engines.get(key)
         if engine is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -14,6 +15,10 @@ class Sampling:
     ``n`` is the number of samples (candidates) the request asks for in one call: vLLM's ``SamplingParams.n``
     (one prefill; with a seed, sample ``i`` is seeded ``seed + i``, so sample 0 is the text an ``n=1`` request
     with the same seed gets) and the OpenAI API's ``n``.
+
+    ``logprobs`` asks for the top-``logprobs`` log-probabilities of each generated token (vLLM's
+    ``SamplingParams.logprobs``; the OpenAI API's ``logprobs``/``top_logprobs``); the result carries those of the
+    first generated token (:attr:`Result.first_token_logprobs`).
     """
 
     temperature: float = 0.0
@@ -23,17 +28,22 @@ class Sampling:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     n: int = 1
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n must be at least 1, got {self.n}")
+        if self.logprobs is not None and self.logprobs < 0:
+            raise ValueError(f"logprobs must be at least 0, got {self.logprobs}")
 
     def as_dict(self) -> dict[str, Any]:
-        """The parameters as a dict; ``n`` only when it is not 1, so a one-sample request keeps the generation key
-        (``synth.store.units.generation_key``) it had before requests could ask for several."""
+        """The parameters as a dict; ``n`` only when it is not 1 and ``logprobs`` only when set, so a request that
+        asks for neither keeps the generation key (``synth.store.units.generation_key``) it had before they existed."""
         values = asdict(self)
         if self.n == 1:
             del values["n"]
+        if self.logprobs is None:
+            del values["logprobs"]
         return values
 
 
@@ -59,6 +69,9 @@ class Result:
     A request with ``sampling.n > 1`` gets ``n`` candidates: ``texts`` and ``finish_reasons`` in sample order,
     ``text``/``finish_reason`` are the first one's (what a caller that wants one answer reads), and
     ``completion_tokens`` counts the tokens of all of them. Given only ``text``, ``texts`` is ``[text]``.
+
+    ``first_token_logprobs``: for a request with ``sampling.logprobs``, the top log-probabilities of the first
+    generated token of the first candidate, token text -> log-probability (``None`` when not asked for).
     """
 
     request_id: str
@@ -72,6 +85,7 @@ class Result:
     cached: bool = False  # answered from the output's stored generations, not by the model
     texts: list[str] = field(default_factory=list)
     finish_reasons: list[str | None] = field(default_factory=list)
+    first_token_logprobs: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.texts:
@@ -92,8 +106,9 @@ class Result:
         """One single-text result per candidate, in sample order (none for a failed request): what a recipe's
         checks read. Token counts stay on the whole result."""
         return [
-            Result(self.request_id, text=text, finish_reason=reason, cached=self.cached)
-            for text, reason in zip(self.texts, self.finish_reasons)
+            Result(self.request_id, text=text, finish_reason=reason, cached=self.cached,
+                   first_token_logprobs=self.first_token_logprobs if i == 0 else None)
+            for i, (text, reason) in enumerate(zip(self.texts, self.finish_reasons))
         ]
 
 
@@ -158,3 +173,13 @@ def request_seed(base_seed: int, request_id: str) -> int:
     """A per-request seed, so a result does not depend on which batch the request landed in."""
     digest = hashlib.sha256(f"{base_seed}:{request_id}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def add_logprob(logprobs: dict[str, float], token: str, logprob: float) -> None:
+    """Add ``token``'s log-probability to ``logprobs`` (token text -> logprob): two token ids that decode to the
+    same text are two ways to write it, so their probabilities add up."""
+    if token not in logprobs:
+        logprobs[token] = logprob
+        return
+    high, low = max(logprobs[token], logprob), min(logprobs[token], logprob)
+    logprobs[token] = high + math.log1p(math.exp(low - high)) if low > float("-inf") else high

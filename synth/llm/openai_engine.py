@@ -42,7 +42,7 @@ import httpx
 from synth import progress
 from synth.config import EngineConfig
 from synth.errors import EngineError
-from synth.llm.base import Request, Result
+from synth.llm.base import Request, Result, add_logprob
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,6 +111,27 @@ def _retry_after(response: httpx.Response) -> float | None:
 def _excerpt(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _first_token_logprobs(choice: dict[str, Any], *, chat: bool) -> dict[str, float] | None:
+    """The first generated token's top log-probabilities of one choice, token text -> logprob: completions give
+    ``logprobs.top_logprobs`` (a dict per token), chat ``logprobs.content`` (per token, ``top_logprobs`` a list of
+    ``{token, logprob}``). ``None`` when the reply has none (no token generated, or a server that ignores it)."""
+    logprobs = choice.get("logprobs") or {}
+    first: dict[str, float] = {}
+    if chat:
+        content = logprobs.get("content") or []
+        if not content:
+            return None
+        for entry in content[0].get("top_logprobs") or []:
+            add_logprob(first, entry["token"], float(entry["logprob"]))
+    else:
+        top = logprobs.get("top_logprobs") or []
+        if not top or top[0] is None:
+            return None
+        for token, logprob in top[0].items():
+            add_logprob(first, token, float(logprob))
+    return first
 
 
 class OpenAIEngine:
@@ -278,6 +299,12 @@ class OpenAIEngine:
             body["stop"] = list(sampling.stop)
         if sampling.repetition_penalty != 1.0:
             body["repetition_penalty"] = sampling.repetition_penalty  # a vLLM extension of the API
+        if sampling.logprobs is not None:
+            # completions: ``logprobs: k`` (top k per token); chat: ``logprobs: true`` and ``top_logprobs: k``
+            if request.prompt is not None:
+                body["logprobs"] = sampling.logprobs
+            else:
+                body["logprobs"], body["top_logprobs"] = True, sampling.logprobs
         if request.json_schema is not None:
             # vLLM turns this into structured outputs on both endpoints; OpenAI accepts it on chat.
             body["response_format"] = {
@@ -311,6 +338,10 @@ class OpenAIEngine:
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                 completion_tokens=int(usage.get("completion_tokens") or 0),
                 cached_tokens=int(details.get("cached_tokens") or 0),
+                first_token_logprobs=(
+                    _first_token_logprobs(choices[0], chat=request.prompt is None)
+                    if request.sampling.logprobs is not None else None
+                ),
             )
         except (KeyError, IndexError, TypeError, AttributeError, ValueError):
             raise _RetryableError(f"unexpected reply: {_excerpt(json.dumps(payload))}") from None

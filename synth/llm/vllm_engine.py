@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from synth import progress
 from synth.config import EngineConfig
 from synth.errors import EngineError
-from synth.llm.base import Request, Result, Sampling
+from synth.llm.base import Request, Result, Sampling, add_logprob
 from synth.llm.model import resolve_model, served_model_name
 
 if TYPE_CHECKING:
@@ -45,6 +45,35 @@ CPU_KV_CACHE_BYTES = 1 << 30
 # vLLM's CPU default of prompt tokens per engine step (offline LLM); raised to max_model_len when that is longer.
 CPU_MAX_BATCHED_TOKENS = 4096
 STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
+# A prefix shared by prompts of one batch is prefilled on its own first when it is at least this long (characters;
+# ~100 tokens, several KV blocks): shorter ones are not worth an engine step.
+MIN_SHARED_PREFIX_CHARS = 400
+
+
+def _common_prefix_len(a: str, b: str) -> int:
+    """Length of the longest common prefix of ``a`` and ``b`` (binary search over C-level slice compares)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def shared_prefixes(prompts: Sequence[str], min_chars: int) -> list[str]:
+    """The longest prefixes of at least ``min_chars`` characters that two or more ``prompts`` share, none a prefix
+    of another (prefilling the longer one caches the shorter). A prompt's longest shared prefix is the longest it
+    shares with a neighbour in sorted order."""
+    ordered = sorted(prompts)
+    found = {
+        a[:length]
+        for a, b in zip(ordered, ordered[1:])
+        if (length := _common_prefix_len(a, b)) >= min_chars
+    }
+    longest_first = sorted(found, reverse=True)  # a prefix sorts right before the strings it begins
+    return [p for i, p in enumerate(longest_first) if not any(q.startswith(p) for q in longest_first[:i])]
 
 
 @functools.cache
@@ -89,8 +118,21 @@ def _sampling_params(sampling: Sampling, json_schema: dict[str, Any] | None) -> 
         seed=sampling.seed,
         stop=list(sampling.stop) or None,
         n=sampling.n,  # children seeded seed + i: sample 0 is what n=1 with this seed gives
+        logprobs=sampling.logprobs,  # top-k per generated token (the sampled token is added when not among them)
         structured_outputs=StructuredOutputsParams(json=json_schema) if json_schema is not None else None,
     )
+
+
+def _first_token_logprobs(completion: Any) -> dict[str, float] | None:
+    """The first generated token's top log-probabilities, token text -> logprob (vLLM: a dict token id ->
+    ``Logprob(logprob, rank, decoded_token)`` per generated token; ``None`` when none were asked for)."""
+    if not completion.logprobs:
+        return None
+    first: dict[str, float] = {}
+    for token_id, entry in completion.logprobs[0].items():
+        text = entry.decoded_token if entry.decoded_token is not None else str(token_id)
+        add_logprob(first, text, float(entry.logprob))
+    return first
 
 
 def _result(request: Request, output: "RequestOutput", latency_s: float) -> Result:
@@ -103,6 +145,7 @@ def _result(request: Request, output: "RequestOutput", latency_s: float) -> Resu
         completion_tokens=sum(len(completion.token_ids) for completion in completions),
         cached_tokens=output.num_cached_tokens or 0,
         latency_s=latency_s,
+        first_token_logprobs=_first_token_logprobs(completions[0]) if request.sampling.logprobs is not None else None,
     )
 
 
@@ -223,6 +266,8 @@ class VLLMEngine:
         prompt_idx = [i for i, request in enumerate(requests) if request.prompt is not None]
         chat_idx = [i for i, request in enumerate(requests) if request.messages is not None]
         outputs: dict[int, RequestOutput] = {}
+        if self.config.enable_prefix_caching and len(prompt_idx) > 1:
+            self._prefill_shared_prefixes([requests[i].prompt or "" for i in prompt_idx])
         if prompt_idx:
             done = llm.generate(
                 [requests[i].prompt for i in prompt_idx], [params[i] for i in prompt_idx], use_tqdm=_count_answers
@@ -237,6 +282,21 @@ class VLLMEngine:
             outputs.update(zip(chat_idx, done))
         latency = time.monotonic() - started
         return [_result(request, outputs[i], latency) for i, request in enumerate(requests)]
+
+    def _prefill_shared_prefixes(self, prompts: list[str]) -> None:
+        """Prefill each few-shot prefix that several ``prompts`` share once, before the batch.
+
+        vLLM looks a prompt up in the prefix cache when it admits it, and a step admits as many whole prompts as
+        fit (4096 tokens on CPU): prompts admitted in the same step as the first one carrying a prefix find nothing
+        cached and each prefill it again. On the demo's SAP work that left the hit rate at 0.27 of prompt tokens
+        against 0.55 possible. Prefilling the shared prefixes alone first (one token generated each) lets every
+        prompt of the batch find them cached.
+        """
+        shared = shared_prefixes(prompts, MIN_SHARED_PREFIX_CHARS)
+        if shared:
+            from vllm import SamplingParams
+
+            self.llm.generate(shared, SamplingParams(max_tokens=1), use_tqdm=False)
 
     def prefix_cache_stats(self) -> dict[str, float]:
         """Prompt tokens served so far, how many came from the prefix cache, and the hit rate.

@@ -19,6 +19,7 @@ import pyarrow as pa
 from synth.config import RunConfigBase, SamplingConfig
 from synth.llm.base import Engine, Request, Result, Usage
 from synth.paths import PROMPTS_DIR
+from synth.prompts import prompt_files
 
 T = TypeVar("T")
 
@@ -58,10 +59,19 @@ class Recipe(ABC):
     def prompt_version(self) -> str:
         """Version tag of the prompt templates in use (recorded on every row)."""
 
+    @property
+    def prompt_format(self) -> str:
+        """``completion`` or ``chat``: ``engine.prompt_format`` resolved for the model (:mod:`synth.llm.prompt_format`).
+        Templates are loaded in this form (``load_template(..., form=self.prompt_format)``)."""
+        from synth.llm.prompt_format import resolve_prompt_format
+
+        return resolve_prompt_format(self.config.engine)
+
     def resources(self) -> list[Path]:
         """Files whose content shapes this recipe's rows (templates, exemplars, lexicons, schemas); they are part
-        of every unit's identity, so editing one regenerates exactly what it renders."""
-        return [PROMPTS_DIR / self.name]
+        of every unit's identity, so editing one regenerates exactly what it renders. Only the templates of the
+        prompt form in use count (:func:`synth.prompts.prompt_files`), so the two forms make different units."""
+        return prompt_files(PROMPTS_DIR / self.name, self.prompt_format)
 
     @abstractmethod
     def validate(self) -> None:

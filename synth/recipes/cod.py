@@ -10,7 +10,10 @@ their culture. This recipe does the same for any language with a CLDR locale:
    prices and numbers through babel/CLDR, places through the EntityCS lexicon, other names through
    the LLM — consistent across the turns and the state of a dialogue.
 3. **Turns**: the LLM writes each turn in the target language from its instruction and the turns
-   generated so far (``prompts/cod/turn.v1.yaml``, one hand-written example dialogue per language).
+   generated so far (``prompts/cod/turn.v1.yaml``, one hand-written example dialogue per language). With
+   ``engine.prompt_format: chat`` (``turn.chat.v1.yaml``, ``localize_value.chat.v1.yaml``) the example dialogue
+   and the turns so far are user (instruction, speaker) / assistant (utterance) exchanges after a system
+   instruction, through the model's chat template; the form is part of ``prompt_version`` and the fingerprint.
 4. **Verification**: every localized value must appear in its turn (exact, then case-insensitive);
    spans are recomputed on the generated text; the utterance's language is checked. A failing turn first
    gets ``sampling.candidates - 1`` more candidates in one call (:func:`synth.recipes.base.generate_candidates`),
@@ -203,12 +206,28 @@ def _turn_reason(outcome: TurnResult) -> str | None:
 
 
 def find_value(text: str, value: str) -> tuple[int, int] | None:
-    """Where ``value`` occurs in ``text``: exact match first, then case-insensitive (spans index ``text``)."""
-    start = text.find(value)
-    if start >= 0:
-        return start, start + len(value)
-    match = re.search(re.escape(value), text, re.IGNORECASE)
-    return (match.start(), match.end()) if match else None
+    """Where ``value`` occurs in ``text``: exact match first, then case-insensitive (spans index ``text``).
+
+    A value that begins or ends with a digit must not be part of a longer number: "8" is not found in "89", "18"
+    or "8,7" (the model writes such numbers, and a span inside one would mark a value the text does not state).
+    Letters get no such boundary: an inflected place name ("Montarassa") still contains its value.
+    """
+    for flags in (0, re.IGNORECASE):
+        for match in re.finditer(re.escape(value), text, flags):
+            if not _splits_a_number(text, match.start(), match.end()):
+                return match.start(), match.end()
+    return None
+
+
+def _splits_a_number(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` continues a number on either side (a digit, or a decimal or thousands separator
+    followed by a digit)."""
+    def digit(at: int) -> bool:
+        return 0 <= at < len(text) and text[at].isdigit()
+
+    before = text[start].isdigit() and (digit(start - 1) or (start >= 2 and text[start - 1] in ".,٫" and digit(start - 2)))
+    after = text[end - 1].isdigit() and (digit(end) or (end + 1 < len(text) and text[end] in ".,٫" and digit(end + 1)))
+    return before or after
 
 
 def masked(text: str, spans: Sequence[tuple[int, int]]) -> str:
@@ -286,7 +305,8 @@ class CodRecipe(Recipe):
 
     @property
     def turn_template(self) -> PromptTemplate:
-        return load_template(TURN_TEMPLATE)
+        """The turn template in the run's prompt form (``turn.v1.yaml`` or ``turn.chat.v1.yaml``)."""
+        return load_template(TURN_TEMPLATE, form=self.prompt_format)
 
     @property
     def outline_templates(self) -> OutlineTemplates:
@@ -294,7 +314,8 @@ class CodRecipe(Recipe):
 
     @property
     def prompt_version(self) -> str:
-        return "+".join(t.tag for t in (self.outline_templates, self.turn_template, localize_template()))
+        templates = (self.outline_templates, self.turn_template, localize_template(self.prompt_format))
+        return "+".join(t.tag for t in templates)
 
     def resources(self) -> list[Path]:
         from synth.lexicon import DEFAULT_LEXICON
@@ -338,8 +359,9 @@ class CodRecipe(Recipe):
         return cod_exemplars()["speaker_labels"][speaker]
 
     def turn_prompt(self, job: DialogueJob, t: int) -> str:
-        """Example dialogue of the language, the turns generated so far, then turn ``t``'s instruction and label."""
-        template = self.turn_template
+        """Completion form: example dialogue of the language, the turns generated so far, then turn ``t``'s
+        instruction and label."""
+        template = load_template(TURN_TEMPLATE)
         turns = job.dialogue["turns"]
         prefix = template.render_prefix(
             (
@@ -359,6 +381,33 @@ class CodRecipe(Recipe):
             history=history, instruction=job.outline[t], speaker=self._label(turns[t]["speaker"])
         )
 
+    def turn_messages(self, job: DialogueJob, t: int) -> tuple[dict[str, str], ...]:
+        """Chat form: system turn, the example dialogue as user (instruction, speaker) / assistant (utterance) turns,
+        the turns generated so far in the same shape, then turn ``t``'s instruction as the last user turn."""
+        template = load_template(TURN_TEMPLATE, form="chat")
+        turns = job.dialogue["turns"]
+        language = language_name(job.lang)
+        messages = list(
+            template.render_chat_prefix(
+                (
+                    {"instruction": e["instruction"], "speaker": self._label(e["speaker"]), "utterance": e["utterance"]}
+                    for e in example_turns(job.lang)
+                ),
+                language=language,
+            )
+        )
+        for i in range(t):
+            done = {
+                "instruction": job.outline[i],
+                "speaker": self._label(turns[i]["speaker"]),
+                "utterance": job.turns[i].utterance,
+            }
+            messages += template.render_turns(done, opening=i == 0, language=language)
+        speaker = self._label(turns[t]["speaker"])
+        request = {"instruction": job.outline[t], "speaker": speaker, "language": language}
+        messages.append(template.render_user(opening=t == 0, **request))
+        return tuple(messages)
+
     def turn_request(self, job: DialogueJob, t: int, attempt: int) -> Request:
         request_id = f"{job.dialogue['dialogue_id']}/{job.lang}/turn{t}/try{attempt}"
         s = self.config.sampling
@@ -370,6 +419,8 @@ class CodRecipe(Recipe):
             seed=request_seed(s.seed, request_id),
             stop=("\n",),
         )
+        if self.prompt_format == "chat":
+            return Request(id=request_id, messages=self.turn_messages(job, t), sampling=sampling)
         return Request(id=request_id, prompt=self.turn_prompt(job, t), sampling=sampling)
 
     # -- verification -----------------------------------------------------------------------------------------
@@ -484,7 +535,9 @@ class CodRecipe(Recipe):
     def process(self, records: list[dict[str, Any]], usage: Usage) -> list[dict[str, Any]]:
         dialogues = [record["dialogue"] for record in records]
         langs = list(self.config.languages)
-        maps = localize_dialogues(dialogues, langs, self.schemas, self.engine, self.config.sampling, usage)
+        maps = localize_dialogues(
+            dialogues, langs, self.schemas, self.engine, self.config.sampling, usage, self.prompt_format
+        )
         jobs = []
         for record in records:
             dialogue = record["dialogue"]

@@ -30,7 +30,8 @@ Optional LLM passes (both off by default, then no engine is created): ``llm_labe
 ``llm_inflection_repair`` (``inflection_repair.v1.yaml``): when the linked English words differ from the
 entity's English names ("Italians" → Italy), the LLM puts the label in their form; the lexicon label is
 kept as ``original_label``, and a suggestion that fails the checks or repeats an exemplar's answer is
-dropped (the label stays).
+dropped (the label stays). Both have a chat form (``engine.prompt_format: chat``; ``*.chat.v1.yaml``): the same
+exemplars as user/assistant turns after a system instruction; the template tags in ``prompt_version`` name the form.
 
 Example::
 
@@ -227,11 +228,11 @@ class EntityCSRecipe(Recipe):
 
     @cached_property
     def _fallback_template(self) -> PromptTemplate:
-        return load_template(FALLBACK_TEMPLATE)
+        return load_template(FALLBACK_TEMPLATE, form=self.prompt_format)
 
     @cached_property
     def _repair_template(self) -> PromptTemplate:
-        return load_template(REPAIR_TEMPLATE)
+        return load_template(REPAIR_TEMPLATE, form=self.prompt_format)
 
     # --- contract ------------------------------------------------------------------------------
 
@@ -253,9 +254,9 @@ class EntityCSRecipe(Recipe):
             )
         # Load the prompts now: a missing or broken template is a config error, not a failed batch.
         if self.options.llm_label_fallback:
-            load_template(FALLBACK_TEMPLATE)
+            load_template(FALLBACK_TEMPLATE, form=self.prompt_format)
         if self.options.llm_inflection_repair:
-            load_template(REPAIR_TEMPLATE)
+            load_template(REPAIR_TEMPLATE, form=self.prompt_format)
             repair_exemplars()
 
     def schema(self) -> pa.Schema:
@@ -434,15 +435,13 @@ class EntityCSRecipe(Recipe):
         usage.add(results, step, time.perf_counter() - started)
         return results
 
-    def fallback_prompt(self, entity: Entity, lang: str) -> str:
-        """The few-shot prompt asking for ``entity``'s name in ``lang`` (prefix shared per language)."""
-        template = self._fallback_template
-        language = language_name(lang)
+    def fallback_body(self, entity: Entity, lang: str) -> dict[str, Any]:
+        """The few-shot prompt asking for ``entity``'s name in ``lang`` (prefix shared per language), in the run's
+        prompt form: ``{"prompt": text}`` or ``{"messages": turns}`` (:meth:`synth.prompts.PromptTemplate.render`)."""
         examples = [
             {"english": english, "label": label} for english, label in self.lexicon.examples(lang, FALLBACK_SHOTS)
         ]
-        prefix = template.render_prefix(examples, language=language)
-        return prefix + template.render_request(language=language, english=entity.en_title)
+        return self._fallback_template.render(examples, {"english": entity.en_title}, language=language_name(lang))
 
     def _fill_llm_labels(self, rows: list[_Row], usage: Usage) -> None:
         """Ask the LLM for labels the lexicon lacks; a row whose label is refused or failed is rejected.
@@ -460,7 +459,7 @@ class EntityCSRecipe(Recipe):
                         request = Request(
                             id=request_id,
                             sampling=self._sampling(request_id),
-                            prompt=self.fallback_prompt(switch.entity, row.lang),
+                            **self.fallback_body(switch.entity, row.lang),
                         )
                         pending[request_id] = (*key, request)
         if pending:
@@ -482,16 +481,16 @@ class EntityCSRecipe(Recipe):
                     else:
                         switch.label, switch.label_source = answer.label, "llm"
 
-    def repair_prompt(self, record: dict[str, Any], switch: _Switch, lang: str) -> str:
-        """The prompt asking for ``switch.label`` in the form of the linked English words."""
+    def repair_body(self, record: dict[str, Any], switch: _Switch, lang: str) -> dict[str, Any]:
+        """The prompt asking for ``switch.label`` in the form of the linked English words, in the run's prompt form
+        (``{"prompt": text}`` or ``{"messages": turns}``)."""
         mention = switch.mention
         text = record["text"]
         sentence = f"{text[: mention['start']]}[[{mention['mention']}]]{text[mention['end'] :]}"
-        template = self._repair_template
-        prefix = template.render_prefix(repair_exemplars())
-        return prefix + template.render_request(
-            language=language_name(lang), sentence=sentence, mention=mention["mention"], label=switch.label
-        )
+        request = {
+            "language": language_name(lang), "sentence": sentence, "mention": mention["mention"], "label": switch.label
+        }
+        return self._repair_template.render(repair_exemplars(), request)
 
     def _repair_inflections(self, rows: list[_Row], usage: Usage) -> None:
         """Let the LLM fit labels to inflected mentions; refused suggestions leave the label as it was."""
@@ -507,7 +506,7 @@ class EntityCSRecipe(Recipe):
                 request = Request(
                     id=request_id,
                     sampling=self._sampling(request_id),
-                    prompt=self.repair_prompt(row.record, switch, row.lang),
+                    **self.repair_body(row.record, switch, row.lang),
                 )
                 todo.append((row, switch, request))
         if not todo:

@@ -7,12 +7,24 @@ languages. Cross-lingual mode is 5-shot with the XOR-Retrieve / XTREME-UP exempl
 requests so vLLM's prefix cache serves them. With ``sap.zero_shot: true`` a language without exemplars gets
 the zero-shot question template (and, in monolingual mode, the cross-lingual English summary exemplars).
 
+Prompt form (``engine.prompt_format``, :mod:`synth.llm.prompt_format`): ``completion`` sends one few-shot text
+(``prompts/sap/*.v1.yaml``), ``chat`` a system instruction, each exemplar as a user turn (article [+ summary]) and
+an assistant turn (its summary or question), then the request as the last user turn, through the model's chat
+template (``prompts/sap/*.chat.v1.yaml``). Same exemplars, same request ids and seeds, same checks; the form is in
+``prompt_version`` (``sap/summary.chat.v1@v1+...``) and in the row fingerprint, so switching it regenerates.
+
 Input passages carry an optional ``lang`` (default ``en``); it is normalised on reading (``DE``, ``de-DE``,
 ``deu`` and ``ger`` all become ``de``, see :func:`normalize_record_lang`) so it compares with ``languages``.
 
 Every passage × language gives a row; failures are rejected rows with a reason:
 ``engine_error``, ``summary_empty``, ``passage_too_long``, ``empty``, ``too_long``, ``copy``,
-``exemplar_copy``, ``lid_mismatch``, ``script_mismatch``.
+``exemplar_copy``, ``lid_mismatch``, ``script_mismatch``, and with ``sap.answerability.enabled`` ``unanswerable``.
+
+Answerability (``sap.answerability``, off by default): a candidate that passed every other check is scored by the
+run's own engine (:mod:`synth.answerability`: does the passage answer the query? p(yes) / (p(yes) + p(no)) of one
+token); below ``threshold`` it is rejected as ``unanswerable``, so the next candidate is tried. The score is the
+row's ``answerable_score`` (null when not scored: the filter is off, the query failed an earlier check, or
+neither yes nor no was among the model's likeliest tokens, in which case the query is kept).
 
 Candidates (``sampling.candidates: k``): a question that fails a check gets ``k - 1`` more candidates in one call
 (:func:`synth.recipes.base.generate_candidates`); every check runs on each, unchanged, and the first that passes
@@ -170,6 +182,8 @@ class SapRecipe(Recipe):
             pa.field("reject_reason", pa.string()),
             # Per generated candidate, in sample order, its reject reason (null: it passed); null if none was made.
             pa.field("candidate_reasons", pa.list_(pa.string())),
+            # sap.answerability: the kept (or shown) candidate's score, p(yes) / (p(yes) + p(no)); null: not scored
+            pa.field("answerable_score", pa.float32()),
             *LID_FIELDS,
         ]
     )
@@ -180,14 +194,17 @@ class SapRecipe(Recipe):
 
     @property
     def summary_template(self) -> PromptTemplate:
-        return load_template("sap/summary.v1.yaml")
+        return load_template("sap/summary.v1.yaml", form=self.prompt_format)
 
-    def query_template(self, lang: str) -> PromptTemplate:
+    def query_template(self, lang: str, form: str | None = None) -> PromptTemplate:
+        """The question template of ``lang`` in ``form`` (default: the run's :attr:`prompt_format`)."""
         if lang not in self._exemplars():
-            return load_template("sap/query_zeroshot.v1.yaml")
-        if self.options.mode == "monolingual":
-            return load_template("sap/query_monolingual.v1.yaml")
-        return load_template("sap/query_crosslingual.v1.yaml")
+            relative = "sap/query_zeroshot.v1.yaml"
+        elif self.options.mode == "monolingual":
+            relative = "sap/query_monolingual.v1.yaml"
+        else:
+            relative = "sap/query_crosslingual.v1.yaml"
+        return load_template(relative, form=form or self.prompt_format)
 
     @property
     def prompt_version(self) -> str:
@@ -243,8 +260,8 @@ class SapRecipe(Recipe):
             }
 
     # -- step 1 ---------------------------------------------------------------------------------
-    def summary_prefix(self, passage_lang: str) -> str:
-        """The summary prefix: cross-lingual, the 5 English exemplars (one prefix for every passage);
+    def summary_exemplars(self, passage_lang: str) -> list[dict[str, str]]:
+        """The summary exemplars: cross-lingual, the 5 English ones (one prefix for every passage);
         monolingual, the 3 MIRACL exemplars of the passage's language (one prefix per language), or for a
         language without MIRACL exemplars (``sap.zero_shot``) the cross-lingual English ones."""
         # English exemplars rather than a zero-shot summary prompt for the languages MIRACL lacks: they use
@@ -255,33 +272,38 @@ class SapRecipe(Recipe):
             examples = monolingual[passage_lang]
         else:
             examples = cross_lingual_exemplars()["de"]  # all XOR columns share the same passages and summaries
-        return self.summary_template.render_prefix(
-            {"passage": e.passage, "summary": e.summary} for e in examples[: self.options.shots]
-        )
+        return [{"passage": e.passage, "summary": e.summary} for e in examples[: self.options.shots]]
+
+    def summary_prefix(self, passage_lang: str) -> str:
+        """The completion-form summary prefix (:meth:`summary_exemplars` rendered)."""
+        return load_template("sap/summary.v1.yaml").render_prefix(self.summary_exemplars(passage_lang))
 
     def summary_request(self, record: dict[str, Any]) -> Request:
+        """Completion: the few-shot text; chat: system turn, exemplar turns, then the passage as the user turn."""
         request_id = f"{record['source_id']}/summary"
-        prompt = self.summary_prefix(record["lang"]) + self.summary_template.render_request(passage=record["text"])
-        return Request(id=request_id, prompt=prompt, sampling=self._sampling(request_id, self.options.summary_max_tokens))
+        body = self.summary_template.render(self.summary_exemplars(record["lang"]), {"passage": record["text"]})
+        return Request(id=request_id, sampling=self._sampling(request_id, self.options.summary_max_tokens), **body)
 
     # -- step 2 ---------------------------------------------------------------------------------
-    def query_prefix(self, lang: str) -> str:
-        """The few-shot prefix of one target language (shared by every passage of that language)."""
-        names = language_names()
-        template = self.query_template(lang)
+    def query_exemplars(self, lang: str) -> list[dict[str, str]]:
+        """The few-shot exemplars of one target language (shared by every passage of that language)."""
         examples = self._exemplars().get(lang, ())[: self.options.shots]  # sap.shots: the first N (None: all)
-        return template.render_prefix(
-            ({"passage": e.passage, "summary": e.summary, "question": e.question} for e in examples),
-            language=names.get(lang, lang),
-        )
+        return [{"passage": e.passage, "summary": e.summary, "question": e.question} for e in examples]
+
+    def query_prefix(self, lang: str) -> str:
+        """The completion-form few-shot prefix of one target language (:meth:`query_exemplars` rendered)."""
+        template = self.query_template(lang, "completion")
+        return template.render_prefix(self.query_exemplars(lang), language=language_names().get(lang, lang))
 
     def query_request(self, record: dict[str, Any], summary: str, lang: str) -> Request:
+        """Completion: the few-shot text; chat: system turn, exemplar turns, then passage + summary as the user turn."""
         request_id = f"{record['source_id']}/query/{lang}"
-        template = self.query_template(lang)
-        prompt = self.query_prefix(lang) + template.render_request(
-            passage=record["text"], summary=summary, language=language_names().get(lang, lang)
+        body = self.query_template(lang).render(
+            self.query_exemplars(lang),
+            {"passage": record["text"], "summary": summary},
+            language=language_names().get(lang, lang),
         )
-        return Request(id=request_id, prompt=prompt, sampling=self._sampling(request_id, self.options.query_max_tokens))
+        return Request(id=request_id, sampling=self._sampling(request_id, self.options.query_max_tokens), **body)
 
     def _sampling(self, request_id: str, max_tokens: int) -> Sampling:
         s = self.config.sampling
@@ -329,7 +351,7 @@ class SapRecipe(Recipe):
         candidates = generate_candidates(
             self.engine,
             requests,
-            lambda items: self.check_queries(query_jobs, items),
+            lambda items: self.check_queries(query_jobs, items, usage),
             _reason,
             self.config.sampling,
             usage,
@@ -337,14 +359,17 @@ class SapRecipe(Recipe):
         )
         for (record, summary, lang), outcomes in zip(query_jobs, candidates):
             query, reason, verdict, reasons = choose_query(outcomes)
-            rows.append(self._row(record, lang, summary, query, reason, verdict, reasons))
+            row = self._row(record, lang, summary, query, reason, verdict, reasons)
+            row["answerable_score"] = kept_outcome(outcomes).answerable_score
+            rows.append(row)
         return rows
 
     def check_queries(
-        self, jobs: Sequence[tuple[dict[str, Any], str, str]], items: list[tuple[int, Result]]
+        self, jobs: Sequence[tuple[dict[str, Any], str, str]], items: list[tuple[int, Result]], usage: Usage | None = None
     ) -> list[QueryOutcome]:
         """Every check of a query on each candidate: ``items`` are (index into ``jobs``, candidate); ``jobs`` are
-        (record, summary, language). :meth:`parse_query`'s checks first, then LID on those that pass them."""
+        (record, summary, language). :meth:`parse_query`'s checks first, then LID on those that pass them, then
+        (``sap.answerability.enabled``) the answerability judge on those that pass LID."""
         parsed = [self.parse_query(candidate, jobs[i][0]) for i, candidate in items]
         todo = [n for n, (_, reason) in enumerate(parsed) if reason is None]
         verdicts = self.lid.check([parsed[n][0] for n in todo], [jobs[items[n][0]][2] for n in todo])
@@ -355,6 +380,41 @@ class SapRecipe(Recipe):
             if verdict is not None and not verdict.keep:
                 reason = verdict.reason
             outcomes.append(QueryOutcome(query, reason, verdict))
+        if self.options.answerability.enabled:
+            outcomes = self.judge_answerability(jobs, items, outcomes, usage)
+        return outcomes
+
+    def judge_answerability(
+        self, jobs: Sequence[tuple[dict[str, Any], str, str]], items: list[tuple[int, Result]],
+        outcomes: list[QueryOutcome], usage: Usage | None,
+    ) -> list[QueryOutcome]:
+        """Score the candidates that passed every other check (one engine call); a score below the threshold
+        becomes ``unanswerable``, a failed call ``engine_error``; a candidate without a score is kept."""
+        from synth.answerability import judge_request, score_result
+
+        todo = [n for n, outcome in enumerate(outcomes) if outcome.reason is None]
+        if not todo:
+            return outcomes
+        requests = []
+        for n in todo:
+            record, _, lang = jobs[items[n][0]]
+            # unique within the call (a candidate's position); the judge is greedy and unseeded, so ids change nothing
+            request_id = f"{record['source_id']}/answerable/{lang}/{n}"
+            requests.append(judge_request(request_id, record["text"], outcomes[n].query, lang))
+        started = time.perf_counter()
+        results = self.engine.generate(requests)
+        if usage is not None:
+            usage.add(results, "answerable", time.perf_counter() - started)
+        threshold = self.options.answerability.threshold
+        outcomes = list(outcomes)
+        for n, result in zip(todo, results):
+            judgement = score_result(result)
+            reason = None
+            if not result.ok:
+                reason = "engine_error"
+            elif judgement.score is not None and judgement.score < threshold:
+                reason = "unanswerable"
+            outcomes[n] = outcomes[n]._replace(reason=reason, answerable_score=judgement.score)
         return outcomes
 
     def parse_query(self, result: Result, record: dict[str, Any]) -> tuple[str, str | None]:
@@ -392,6 +452,7 @@ class SapRecipe(Recipe):
             "query": query,
             "reject_reason": reason,
             "candidate_reasons": candidate_reasons,
+            "answerable_score": None,  # set by process when sap.answerability scored the query
             "lid_lang": verdict.lang if verdict else None,
             "lid_score": verdict.score if verdict else None,
             "lid_agree": verdict.agree if verdict else None,
@@ -404,6 +465,7 @@ class QueryOutcome(NamedTuple):
     query: str
     reason: str | None
     verdict: Any = None
+    answerable_score: float | None = None  # sap.answerability's score, when it ran
 
 
 def _reason(outcome: QueryOutcome) -> str | None:
@@ -424,6 +486,12 @@ def choose_query(outcomes: Sequence[QueryOutcome]) -> tuple[str, str | None, Any
     first = outcomes[0]
     reason = "engine_error" if "engine_error" in reasons else first.reason
     return first.query, reason, first.verdict, reasons
+
+
+def kept_outcome(outcomes: Sequence[QueryOutcome]) -> QueryOutcome:
+    """The candidate whose query the row shows (as :func:`choose_query`): the first passing one, else candidate 0."""
+    chosen = first_passing(outcomes, _reason)
+    return outcomes[0 if chosen is None else chosen]
 
 
 def _input_row(path: str | None, index: int) -> int:

@@ -139,13 +139,18 @@ class CachingEngine:
     def generate(self, requests: Sequence[Request]) -> list[Result]:
         """Results in request order: stored ones first looked up, the rest generated (and kept for :meth:`flush`)."""
         keys = [generation_key(self.model_name, request) for request in requests]
-        results: list[Result | None] = [self._lookup(r, k) for r, k in zip(requests, keys)]
+        # A request for log-probabilities (``Sampling.logprobs``: the answerability judge, one token) is neither
+        # looked up nor stored: stored generations hold texts, not log-probabilities, so a stored answer could not
+        # give them back; asking the model again costs one token, and a new column would change the file format.
+        results: list[Result | None] = [
+            None if r.sampling.logprobs is not None else self._lookup(r, k) for r, k in zip(requests, keys)
+        ]
         missing = [i for i, result in enumerate(results) if result is None]
         if missing:
             fresh = self.engine.generate([requests[i] for i in missing])
             for i, result in zip(missing, fresh):
                 results[i] = result
-                if result.ok:
+                if result.ok and requests[i].sampling.logprobs is None:
                     self._new.append((keys[i], result))
                 else:
                     self.last_error = result.error
