@@ -33,6 +33,7 @@ def _tiny_sap_config(tmp_path: Path, batch_size: int, query_max_tokens: int = 6)
     config["engine"].update(model=str(tiny_test_model_path()), dtype="float32", max_model_len=2048)
     config["sap"].update(summary_max_tokens=8, query_max_tokens=query_max_tokens)
     config["runner"]["batch_size"] = batch_size
+    config["sampling"]["candidates"] = 1  # one answer per request: the answer counts below are known in advance
     path = tmp_path / "sap.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
