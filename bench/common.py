@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -159,6 +160,25 @@ def peak_rss_of(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path
 
 def self_peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_to_end(argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, timeout_s: float) -> int | str:
+    """Run a benchmark child to its end; its exit code, or "timeout after N s". Output goes to ``log_path`` (a file,
+    not a pipe: a process the child leaves behind could hold a pipe open); the child runs in its own session and
+    its whole process group is killed afterwards, so nothing outlives the benchmark."""
+    with open(log_path, "w", encoding="utf-8") as log_handle:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log_handle, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return f"timeout after {timeout_s:g} s"
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(30)
 
 
 # -- results --------------------------------------------------------------------------------------------

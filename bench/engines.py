@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import ORIGINAL_ENV, ROOT, WORK, Context, Result, log, sap_config, timed
+from bench.common import ORIGINAL_ENV, ROOT, WORK, Context, Result, log, run_to_end, sap_config, timed
 
 NAME = "engines"
 TITLE = "6. Engine backends: in-process vLLM vs vllm serve (OpenAI API)"
@@ -207,19 +207,8 @@ def multiprocessing_child(requests) -> dict:
     out.unlink(missing_ok=True)
     job.write_text(json.dumps([{"id": r.id, "prompt": r.prompt, "sampling": r.sampling.as_dict()} for r in requests]))
     env = {**ORIGINAL_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "1", "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
-    with open(WORK / "engines-mp.log", "w") as log_handle:
-        proc = subprocess.Popen([sys.executable, "-c", MP_CHILD, str(job), str(out)], cwd=ROOT, env=env,
-                                stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            proc.wait(timeout=900)
-        except subprocess.TimeoutExpired:
-            pass
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(30)
+    run_to_end([sys.executable, "-c", MP_CHILD, str(job), str(out)], cwd=ROOT, env=env,
+               log_path=WORK / "engines-mp.log", timeout_s=900)
     if out.exists():
         return json.loads(out.read_text())
     tail = (WORK / "engines-mp.log").read_text(errors="replace").strip().splitlines()[-1:]

@@ -26,16 +26,13 @@ distilabel is used as standalone steps, which have no cache). Output texts are c
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 from typing import Any
 
 from bench import peers_venv
 from bench.common import (BENCH_DIR, ORIGINAL_ENV, ROOT, WORK, Context, Repeat, Result, load_average, log, median,
-                          per_kept_row, sap_config, timed, verdict)
+                          per_kept_row, run_to_end, sap_config, timed, verdict)
 
 NAME = "peers"
 TITLE = "7. Peers side by side: polysynth, bespokelabs-curator and distilabel, each / raw vLLM in its own process"
@@ -186,21 +183,8 @@ def run_child(side: str, repeat: int, job: dict, work) -> dict:
         env["PATH"] = f"{peers_venv.VENV / 'bin'}:{env.get('PATH', '')}"
     log_path = work / f"{side}-{repeat}.log"
     load_before = load_average()
-    with timed() as t, open(log_path, "w", encoding="utf-8") as log_handle:
-        # Output to a file, not a pipe: a process the child leaves behind could hold a pipe open. The child runs
-        # in its own session and the whole group is killed afterwards, so nothing outlives the benchmark.
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log_handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            code: Any = proc.wait(timeout=CHILD_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            code = f"timeout after {CHILD_TIMEOUT_S} s"
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(30)
+    with timed() as t:
+        code = run_to_end(argv, cwd=cwd, env=env, log_path=log_path, timeout_s=CHILD_TIMEOUT_S)
     if code != 0 or not out_path.exists():
         tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
         errors = [line for line in tail if "Error" in line or "error" in line][-2:] or tail[-2:]

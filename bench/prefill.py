@@ -23,14 +23,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from typing import Any
 
 from bench.common import (ORIGINAL_ENV, ROOT, WORK, Context, Repeat, Result, load_average, log, per_kept_row,
-                          sap_config, timed, verdict)
+                          run_to_end, sap_config, timed, verdict)
 
 NAME = "prefill"
 TITLE = "8. Prefill on CPU: prompt tokens, prefix-cache hits, shots, dtype"
@@ -158,20 +156,8 @@ def run_variant(name: str, passages: int, languages: list[str], overrides: dict[
     env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                 "VLLM_LOGGING_LEVEL": "WARNING"})
     log(f"prefill: {name} ({passages} passages × {', '.join(languages)}; {overrides or 'defaults'}), load {load_average()}…")
-    with open(log_path, "w", encoding="utf-8") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.prefill", "--child", str(job_path), str(out_path)],
-                                cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-        try:
-            code: Any = proc.wait(timeout=CHILD_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            code = "timeout"
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(30)
+    code = run_to_end([sys.executable, "-m", "bench.prefill", "--child", str(job_path), str(out_path)],
+                      cwd=ROOT, env=env, log_path=log_path, timeout_s=CHILD_TIMEOUT_S)
     if code != 0 or not out_path.exists():
         tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"prefill variant {name} failed (exit {code}): {' | '.join(tail)[:400]}")
