@@ -1,6 +1,6 @@
 """Answerability judge: can the run's own model tell a passage that answers a question from one that does not?
 
-The optional SAP filter ``sap.answerability`` (``synth.answerability``) asks the engine whether the passage answers
+The optional SAP filter ``sap.answerability`` (``synth.recipes.sap.answerability``) asks the engine whether the passage answers
 the query and scores p(yes) / (p(yes) + p(no)) from the log-probabilities of one generated token. Before it could
 be a default it is measured here on the SWIM-IR exemplars shipped in ``prompts/sap/exemplars/`` (human-written
 questions, none of them in the judge's own few-shot prompt):
@@ -34,7 +34,7 @@ GOAL_AUC = 0.7
 def pairs() -> list[tuple[str, str, str, str, bool]]:
     """(language, mode, passage, question, matched) for every exemplar question, with its passage and the others
     of its language's set."""
-    from synth.recipes.sap import cross_lingual_exemplars, monolingual_exemplars
+    from synth.recipes.sap.recipe import cross_lingual_exemplars, monolingual_exemplars
 
     out = []
     for mode, table in (("cross-lingual", cross_lingual_exemplars()), ("monolingual", monolingual_exemplars())):
@@ -48,7 +48,7 @@ def pairs() -> list[tuple[str, str, str, str, bool]]:
 
 def measure(engine) -> tuple[list[tuple[str, str, bool, float | None, str | None]], float]:
     """Every pair's (language, mode, matched, score, reason) and the wall seconds of the engine call."""
-    from synth.answerability import score_pairs
+    from synth.recipes.sap.answerability import score_pairs
 
     todo = pairs()
     # sorted by passage: requests sharing a passage (and the header) are scheduled together for the prefix cache
@@ -61,7 +61,7 @@ def measure(engine) -> tuple[list[tuple[str, str, bool, float | None, str | None
 
 def table(scored, threshold: float) -> list[dict]:
     """Per language (and ``all``): n matched, n mismatched, n unscored, AUC, mean scores, kept/rejected shares."""
-    from synth.answerability import roc_auc
+    from synth.recipes.sap.answerability import roc_auc
 
     groups: dict[str, list] = defaultdict(list)
     for item in scored:

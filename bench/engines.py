@@ -87,7 +87,7 @@ def run(ctx: Context) -> Result:
 
     from synth.config import EngineConfig
     from synth.llm.openai_engine import OpenAIEngine
-    from synth.recipes.sap import SapRecipe
+    from synth.recipes.sap.recipe import SapRecipe
 
     result = Result(NAME, TITLE)
     n = ctx.n(16)  # enough requests for max_concurrency 16 to matter

@@ -4,7 +4,7 @@ Accuracy. ``data/lid/dev.jsonl`` and ``eval.jsonl`` (human-written text of >= 40
 a shipped config targets, plus Malay, Somali, Hausa, Igbo and English as wrong-language texts; see
 ``data/lid/README.md``). For each targeted language: top-1 accuracy of fastText lid.176, langdetect, CLD3 and
 lingua, and the share of its texts ``LanguageIdentifier.check`` keeps with fastText alone and with the routing
-of ``synth.lid.ROUTES`` (cascade mode, the default). The routing is re-derived from the dev split and compared
+of ``synth.filters.lid.ROUTES`` (cascade mode, the default). The routing is re-derived from the dev split and compared
 with the shipped table: a language is routed when fastText alone keeps < 98 % of its dev texts; its route is the
 candidate (an identifier, or CLD3 then another where CLD3 calls its answer unreliable; accepting the target, or
 the target and a neighbour fastText itself cannot tell from it) that keeps the most dev texts, then accepts the
@@ -54,8 +54,8 @@ RECORDED_SAP_S_PER_ROW = 8.7
 
 def corpus() -> list[tuple[str, str]]:
     """(text, language) pairs from the exemplar CSVs and the Wikipedia samples."""
-    from synth.lid import normalize_lang
-    from synth.recipes.sap import language_names
+    from synth.filters.lid import normalize_lang
+    from synth.recipes.sap.recipe import language_names
 
     codes = {name: code for code, name in language_names().items()}
     pairs: list[tuple[str, str]] = []
@@ -125,7 +125,7 @@ def targeted_languages() -> list[str]:
     """Every language a shipped config (data/configs/*.yaml, recipe overrides included) targets, our codes."""
     import yaml
 
-    from synth.lid import normalize_lang
+    from synth.filters.lid import normalize_lang
 
     found: set[str] = set()
 
@@ -149,11 +149,11 @@ def load_split(name: str) -> list[tuple[str, str]]:
 
 
 class _Answers:
-    """Each identifier's answer per text, each text read once: the second identifiers of synth.lid are
+    """Each identifier's answer per text, each text read once: the second identifiers of synth.filters.lid are
     wrapped with a cache for the candidate routes' check() runs."""
 
     def __init__(self):
-        import synth.lid as lid_module
+        import synth.filters.lid as lid_module
 
         self._module = lid_module
         self._original = dict(lid_module._SECOND_IDENTIFIERS)
@@ -187,7 +187,7 @@ def choose_route(lang: str, dev: list[tuple[str, str]], fasttext_top1: dict[str,
     ``table`` lists every candidate as (chain, accepted labels, own dev texts kept, other texts newly kept by
     language)."""
     from synth.config import LidConfig
-    from synth.lid import _LANGDETECT_CODES, LanguageIdentifier, Route
+    from synth.filters.lid import _LANGDETECT_CODES, LanguageIdentifier, Route
 
     own = [text for text, code in dev if code == lang]
     others = [text for text, code in dev if code != lang]
@@ -220,7 +220,7 @@ def choose_route(lang: str, dev: list[tuple[str, str]], fasttext_top1: dict[str,
 def accuracy(result: Result) -> None:
     """Per-language accuracy of each identifier and of check() with and without the routing (module docstring)."""
     from synth.config import LidConfig
-    from synth.lid import ROUTES, LanguageIdentifier, normalize_text
+    from synth.filters.lid import ROUTES, LanguageIdentifier, normalize_text
 
     targeted = targeted_languages()
     dev, held_out = load_split("dev"), load_split("eval")
@@ -244,12 +244,12 @@ def accuracy(result: Result) -> None:
             result.add(
                 f"dev: route for {lang} (fastText alone keeps {rate:.3f})",
                 f"{' then '.join(route.identifiers)} accepting {'/'.join(sorted(route.accept))}: keeps {kept:.3f}, "
-                f"{false} other-language texts newly kept; {'= synth.lid.ROUTES' if same else 'DIFFERS from synth.lid.ROUTES'}",
+                f"{false} other-language texts newly kept; {'= synth.filters.lid.ROUTES' if same else 'DIFFERS from synth.filters.lid.ROUTES'}",
             )
             log(f"lid: {lang} candidates (chain, accepted, own kept, others newly kept by language): {table}")
         unrouted = sorted(set(ROUTES) - set(chosen))
         if unrouted:
-            result.notes.append(f"synth.lid.ROUTES routes {', '.join(unrouted)}, which the dev split does not call for")
+            result.notes.append(f"synth.filters.lid.ROUTES routes {', '.join(unrouted)}, which the dev split does not call for")
 
         log(f"lid: accuracy on the held-out split ({len(held_out)} texts)…")
         texts = [normalize_text(text) for text, _ in held_out]
@@ -286,7 +286,7 @@ def run(ctx: Context) -> Result:
     from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
 
     from synth.config import LidConfig
-    from synth.lid import LANGDETECT_MAX_CHARS, LANGDETECT_TRIALS, LanguageIdentifier, _fasttext_model, normalize_text
+    from synth.filters.lid import LANGDETECT_MAX_CHARS, LANGDETECT_TRIALS, LanguageIdentifier, _fasttext_model, normalize_text
 
     result = Result(NAME, TITLE)
     pairs = corpus()

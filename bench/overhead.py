@@ -31,7 +31,7 @@ ROUNDS = 3  # ABBA rounds; the rule for a round's raw runs differing too much is
 
 
 def _records(config, n: int) -> list[dict[str, Any]]:
-    from synth.recipes.sap import SapRecipe
+    from synth.recipes.sap.recipe import SapRecipe
 
     recipe = SapRecipe(config, None, None)
     return [record for _, record in zip(range(n), recipe.read_records())]
@@ -39,7 +39,7 @@ def _records(config, n: int) -> list[dict[str, Any]]:
 
 def raw_sap(llm, config, records: list[dict[str, Any]]) -> dict[str, Any]:
     """The SAP work with bare vLLM: two generate calls. Returns timings, tokens and every output text."""
-    from synth.recipes.sap import SapRecipe
+    from synth.recipes.sap.recipe import SapRecipe
 
     recipe = SapRecipe(config, None, None)
     llm.reset_prefix_cache()
@@ -106,7 +106,7 @@ def warm_up(ctx: Context, config) -> dict[str, float]:
         with timed() as t:
             _noop()
         ctx.shared["prefect_start_s"] = t.wall_s
-        from synth.lid import _fasttext_model, _langdetect_factory
+        from synth.filters.lid import _fasttext_model, _langdetect_factory
 
         with timed() as t:
             _fasttext_model()

@@ -52,7 +52,7 @@ CALL_FIELDS = ("prompts", "prompt_tokens", "cached_tokens")
 def build_job(config, records, work) -> dict:
     from synth.llm.model import resolve_model
     from synth.llm.vllm_engine import CPU_KV_CACHE_BYTES
-    from synth.recipes.sap import SapRecipe
+    from synth.recipes.sap.recipe import SapRecipe
 
     recipe = SapRecipe(config, None, None)
     summary_requests = [recipe.summary_request(r) for r in records]
@@ -214,7 +214,7 @@ def run(ctx: Context) -> Result:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     config = sap_config(passages, languages, work / "polysynth-out")
-    from synth.recipes.sap import SapRecipe
+    from synth.recipes.sap.recipe import SapRecipe
 
     records = [r for _, r in zip(range(passages), SapRecipe(config, None, None).read_records())]
     job = build_job(config, records, work)

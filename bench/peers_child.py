@@ -305,7 +305,7 @@ def prepare_polysynth(job: dict, config):
 
     from bench.overhead import pipeline_outputs
     from flows.runner import run_flow
-    from synth.lid import _fasttext_model, _langdetect_factory
+    from synth.filters.lid import _fasttext_model, _langdetect_factory
 
     @flow(name="polysynth-bench-warmup")
     def _noop() -> int:

@@ -63,7 +63,7 @@ def token_table(passages: int, languages: list[str], shots: int | None) -> dict[
     from transformers import AutoTokenizer
 
     from synth.llm.model import resolve_model
-    from synth.recipes.sap import SapRecipe
+    from synth.recipes.sap.recipe import SapRecipe
 
     config = sap_config(passages, languages, WORK / "prefill" / "tokens", overrides={"sap.shots": shots})
     recipe = SapRecipe(config, None, None)
@@ -91,7 +91,7 @@ def dtype_prefill(rounds: int, length: int = 512) -> tuple[list[Repeat], int]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from synth.llm.model import resolve_model
-    from synth.recipes.sap import SapRecipe
+    from synth.recipes.sap.recipe import SapRecipe
 
     config = sap_config(1, ["de"], WORK / "prefill" / "tokens")
     recipe = SapRecipe(config, None, None)

@@ -21,9 +21,9 @@ DEMO = (3, ["de", "zh"])  # the demo's SAP step (data/configs/demo.yaml)
 
 
 def _once(ctx: Context, warm: bool) -> dict[str, Any]:
-    from synth.lid import LanguageIdentifier
+    from synth.filters.lid import LanguageIdentifier
     from synth.llm.base import Usage
-    from synth.recipes.sap import SapRecipe
+    from synth.recipes.sap.recipe import SapRecipe
 
     passages, languages = DEMO
     config = sap_config(passages, languages, WORK / "prefix_warmup")

@@ -45,9 +45,9 @@ class _Recorder:
 
 def _own_run(ctx: Context) -> dict[str, Any]:
     """Run the SAP recipe (polysynth's engine and recipe code, no flow) and collect per-step counts."""
-    from synth.lid import LanguageIdentifier
+    from synth.filters.lid import LanguageIdentifier
     from synth.llm.base import Usage
-    from synth.recipes.sap import SapRecipe
+    from synth.recipes.sap.recipe import SapRecipe
 
     passages = ctx.n(4)
     config = sap_config(passages, LANGUAGES, WORK / "sap_calls")
@@ -83,7 +83,7 @@ def _own_run(ctx: Context) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> Result:
-    from synth.recipes.sap import SapRecipe
+    from synth.recipes.sap.recipe import SapRecipe
 
     result = Result(NAME, TITLE)
     shared = ctx.shared.get("sap")

@@ -41,7 +41,7 @@ def sap_table(n: int):
 
     from bench.lid import corpus
     from synth.pipeline import PROVENANCE_FIELDS
-    from synth.recipes.sap import SapRecipe
+    from synth.recipes.sap.recipe import SapRecipe
 
     schema = pa.schema(list(SapRecipe.SCHEMA) + PROVENANCE_FIELDS)
     schema = schema.remove(schema.get_field_index("reject_reason"))

@@ -18,11 +18,11 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
-from synth import progress
+from synth.report import progress
 from synth.config import RunConfigBase
 from synth.errors import EngineError
 from synth.pipeline import Batch, BatchReport, IncompleteRunError, RecipeRun, _Done, drive, process_batch
-from synth.report import summary_markdown
+from synth.report.html import summary_markdown
 from synth.store.location import Location
 
 RETRYABLE = (EngineError, httpx.TransportError, ConnectionError, TimeoutError)
@@ -89,7 +89,7 @@ def run_recipe_flow(config: RunConfigBase, out: str | None = None) -> dict[str, 
 
 
 class ProgressArtifact:
-    """The flow run's progress artifact, kept in step with ``synth.progress`` so the Prefect UI shows a deployed
+    """The flow run's progress artifact, kept in step with ``synth.report.progress`` so the Prefect UI shows a deployed
     run moving, inside batches too.
 
     Updates are sent from a thread of its own, at most every ``interval_s``: model answers arrive on engine

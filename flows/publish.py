@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.runner import run_flow
 from synth.config import RunConfig
-from synth.hub import HubError, PushResult, push
+from synth.publish.hub import HubError, PushResult, push
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -57,7 +57,7 @@ def push_task(
     allow_incomplete: bool,
     dry_run: bool,
 ) -> PushResult:
-    """``synth.hub.push`` as a task (the token comes from the environment, never from parameters)."""
+    """``synth.publish.hub.push`` as a task (the token comes from the environment, never from parameters)."""
     return push(
         Path(out),
         repo_id,

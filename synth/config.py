@@ -103,7 +103,7 @@ class LidConfig(Section):
     mode: Literal["fasttext", "cascade", "agree"] = Field(
         "cascade",
         description="fasttext: fastText only; cascade: fastText, a second identifier (CLD3 or lingua) for the "
-        "languages it is weak on (synth.lid.ROUTES), and langdetect's veto when fastText is unsure of a short text; "
+        "languages it is weak on (synth.filters.lid.ROUTES), and langdetect's veto when fastText is unsure of a short text; "
         "agree: the same routes, and langdetect must agree on every kept row.",
     )
     threshold: float = Field(0.5, ge=0, le=1, description="Minimum fastText score of the target language.")
@@ -112,7 +112,7 @@ class LidConfig(Section):
 
 
 class DedupConfig(Section):
-    """Near-duplicate removal of generated texts at publish time (``synth.dedup``)."""
+    """Near-duplicate removal of generated texts at publish time (``synth.filters.dedup``)."""
 
     enabled: bool = Field(True, description="Reject near-duplicate generated texts within a language as 'duplicate'.")
     threshold: float = Field(
@@ -164,7 +164,7 @@ class RunConfigBase(Section):
 
 class AnswerabilityOptions(Section):
     """The optional SAP filter that asks the run's own engine whether the passage answers the query
-    (``synth.answerability``)."""
+    (``synth.recipes.sap.answerability``)."""
 
     enabled: bool = Field(
         False,

@@ -36,10 +36,10 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 import pyarrow as pa
 
-from synth import progress
-from synth.browse import record_run_start
+from synth.report import progress
+from synth.report.browse import record_run_start
 from synth.config import RunConfigBase
-from synth.dedup import DUPLICATE_OF_FIELD, near_duplicates
+from synth.filters.dedup import DUPLICATE_OF_FIELD, near_duplicates
 from synth.errors import InputError, SynthError
 from synth.llm.base import Usage
 from synth.recipes import recipe_class
@@ -138,7 +138,7 @@ class _Worker:
     """Per-process state of a worker: the recipe with its engine and LID model, created once."""
 
     def __init__(self, config: RunConfigBase):
-        from synth.lid import LanguageIdentifier
+        from synth.filters.lid import LanguageIdentifier
 
         self.config = config
         recipe_cls = recipe_class(config.recipe)
@@ -394,7 +394,7 @@ class RecipeRun:
 
     def finalize(self) -> RunSummary:
         """Publish the wanted units' rows as one shard generation, commit it (manifest + card), drop the old one."""
-        from synth.card import write_output_readme
+        from synth.publish.card import write_output_readme
 
         spec = ShardSpec(self.config.output.shard_rows, self.config.output.shard_bytes)
         plan, found = self.store.choose(self.wanted)

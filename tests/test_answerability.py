@@ -1,4 +1,4 @@
-"""Answerability (``synth.answerability``, the optional ``sap.answerability`` filter).
+"""Answerability (``synth.recipes.sap.answerability``, the optional ``sap.answerability`` filter).
 
 The score of a pair from the tiny test model means nothing (random weights), so the scoring math, the SAP filter
 and the caching rule run on scripted engines; the real in-process engine is checked to return first-token
@@ -14,11 +14,11 @@ import pyarrow as pa
 import pytest
 from llm_fixtures import FakeOpenAIServer, Reply, fake_server  # noqa: F401
 
-from synth.answerability import TOP_LOGPROBS, judge_request, roc_auc, score_logprobs, score_pairs
+from synth.recipes.sap.answerability import TOP_LOGPROBS, judge_request, roc_auc, score_logprobs, score_pairs
 from synth.config import EngineConfig, LidConfig, SapConfig
-from synth.lid import LanguageIdentifier
+from synth.filters.lid import LanguageIdentifier
 from synth.llm.base import Request, Result, Sampling, Usage
-from synth.recipes.sap import SapRecipe
+from synth.recipes.sap.recipe import SapRecipe
 from synth.store.generations import CachingEngine
 from synth.store.units import generation_key, row_fingerprint
 
@@ -275,7 +275,7 @@ def default_engine():
 
 @pytest.mark.slow
 def test_the_default_model_scores_a_matched_exemplar_pair_above_mismatched_ones(default_engine):
-    from synth.recipes.sap import cross_lingual_exemplars
+    from synth.recipes.sap.recipe import cross_lingual_exemplars
 
     examples = cross_lingual_exemplars()["de"]
     question = examples[3].question

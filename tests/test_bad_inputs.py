@@ -318,7 +318,7 @@ def fake_engine():
 def _run_in_process(recipe: str, config: Path, out: Path) -> None:
     from typer.testing import CliRunner
 
-    from synth.cli import app
+    from flows.cli import app
 
     result = CliRunner().invoke(app, ["run", recipe, "--config", str(config), "--out", str(out)])
     assert "Traceback" not in result.output, result.output

@@ -51,7 +51,7 @@ def test_generated_sentences_have_unique_ids(tmp_path):
 def test_peer_job_has_the_recipes_prompts(tmp_path):
     from bench.common import sap_config
     from bench.peers import SUMMARY_MARK, build_job
-    from synth.recipes.sap import SapRecipe
+    from synth.recipes.sap.recipe import SapRecipe
 
     config = sap_config(2, ["de", "hi"], tmp_path / "out")
     recipe = SapRecipe(config, None, None)

@@ -14,14 +14,14 @@ import re
 import pyarrow as pa
 import pytest
 
-import synth.localize as localize
+import synth.recipes.cod.localize as localize
 from synth.config import CodConfig, EngineConfig, SamplingConfig, SapConfig
-from synth.lid import LanguageIdentifier
+from synth.filters.lid import LanguageIdentifier
 from synth.llm.base import Request, Result, Sampling, Usage
 from synth.paths import DATA_DIR
 from synth.recipes.base import more_candidates
-from synth.recipes.cod import CodRecipe
-from synth.recipes.sap import SapRecipe
+from synth.recipes.cod.recipe import CodRecipe
+from synth.recipes.sap.recipe import SapRecipe
 from synth.store.generations import CachingEngine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -17,11 +17,11 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from synth.card import build_card, dataset_configs, size_category, validate_card, write_output_readme
+from synth.publish.card import build_card, dataset_configs, size_category, validate_card, write_output_readme
 from synth.config import load_config
 from synth.llm.base import Usage
 from synth.pipeline import PROVENANCE_FIELDS, RecipeRun
-from synth.recipes.sap import SapRecipe
+from synth.recipes.sap.recipe import SapRecipe
 from synth.store.manifest import Manifest
 from synth.store.segments import UNIT_COLUMN, SegmentStore
 from synth.store.shards import REJECTED

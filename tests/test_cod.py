@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pytest
 
-import synth.localize as localize
+import synth.recipes.cod.localize as localize
 from synth.config import CodConfig
 from synth.errors import ConfigError
 from synth.llm.base import Result, Usage
 from synth.paths import DATA_DIR
-from synth.recipes.cod import RETRY_TEMPERATURE, CodRecipe, find_value, masked, to_sgd
-from synth.sgd import is_verbatim, load_schema, read_dialogues, value_pairs
+from synth.recipes.cod.recipe import RETRY_TEMPERATURE, CodRecipe, find_value, masked, to_sgd
+from synth.sources.sgd import is_verbatim, load_schema, read_dialogues, value_pairs
 
 SAMPLE = DATA_DIR / "sgd" / "dialogues.json"
 # A sentence per language, so a fake turn reads as that language to a real LID too.
@@ -361,7 +361,7 @@ def test_rows_read_back_as_sgd(tmp_path):
 def test_end_to_end_with_the_real_engine():
     """One short dialogue in Indonesian with the default model on CPU (~9 output tokens/s: a few minutes)."""
     reasons = {None, "slot_missing", "lid_mismatch", "script_mismatch", "parse_error", "empty", "engine_error"}
-    from synth.lid import LanguageIdentifier
+    from synth.filters.lid import LanguageIdentifier
     from synth.llm import get_engine
 
     config = CodConfig(input={"path": str(SAMPLE)}, languages=["id"], cod={"max_turns": 4, "turn_max_tokens": 40})

@@ -1,4 +1,4 @@
-"""Near-duplicate removal at publish time (``synth.dedup``): the similarity rule, its independence of row order,
+"""Near-duplicate removal at publish time (``synth.filters.dedup``): the similarity rule, its independence of row order,
 and what a run publishes (real EntityCS runs through the store; the shipped CLDR lexicon, no model)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from synth.config import load_config
-from synth.dedup import Deduplicator, row_texts
+from synth.filters.dedup import Deduplicator, row_texts
 from synth.paths import DATA_DIR
 from synth.pipeline import RecipeRun, process_batch, run_recipe
 

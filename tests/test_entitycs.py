@@ -10,11 +10,11 @@ import pytest
 
 from synth.config import EngineConfig, EntityCSConfig
 from synth.errors import ConfigError, InputError
-from synth.lexicon import CLDR_LANGUAGES, LEXICON_SCHEMA
-from synth.lid import LanguageIdentifier
+from synth.recipes.entitycs.lexicon import CLDR_LANGUAGES, LEXICON_SCHEMA
+from synth.filters.lid import LanguageIdentifier
 from synth.llm.base import Result, Usage
 from synth.paths import DATA_DIR
-from synth.recipes.entitycs import EntityCSRecipe, parse_label
+from synth.recipes.entitycs.recipe import EntityCSRecipe, parse_label
 
 SAMPLE = DATA_DIR / "samples" / "wiki_sentences.jsonl"
 

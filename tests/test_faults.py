@@ -102,7 +102,7 @@ def test_transient_faults_are_retried_and_the_run_completes(fault, baseline, fak
 
 @pytest.mark.timeout(120)
 def test_a_request_that_keeps_failing_leaves_its_unit_not_done(baseline, fake_server, tmp_path):
-    from synth.recipes.sap import SapRecipe
+    from synth.recipes.sap.recipe import SapRecipe
 
     config = _config(tmp_path, fake_server.url)
     recipe = SapRecipe(config, None, None)

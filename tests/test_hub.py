@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import DatasetCard, constants
 
-from synth.card import build_card, validate_card
-from synth.hub import HubError, PlannedFile, plan_commits, push
+from synth.publish.card import build_card, validate_card
+from synth.publish.hub import HubError, PlannedFile, plan_commits, push
 from synth.store.manifest import Manifest
 from tests.hub_server import HubStandIn
 from tests.test_card import make_output
@@ -126,7 +126,7 @@ def test_push_killed_between_commits_converges(hub, tmp_path):
     """A push in another process is SIGKILLed while its second commit is in flight; a rerun finishes the job."""
     make_output(tmp_path, languages=("de", "hi", "sw"), rows=5, rejected=0, shard_rows=3)  # 2 shards per config
     script = (
-        "from pathlib import Path; from synth.hub import push; "
+        "from pathlib import Path; from synth.publish.hub import push; "
         f"push(Path({str(tmp_path)!r}), {REPO!r}, max_files_per_commit=2)"
     )
     env = dict(os.environ, HF_ENDPOINT=hub.endpoint, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1", HF_TOKEN=TOKEN,

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import synth.lexicon as lexicon_module
+import synth.recipes.entitycs.lexicon as lexicon_module
 from synth.errors import ConfigError, InputError
-from synth.lexicon import (
+from synth.recipes.entitycs.lexicon import (
     CLDR_LANGUAGES,
     DEFAULT_LEXICON,
     LEXICON_SCHEMA,
@@ -22,9 +22,9 @@ from synth.lexicon import (
     load_default_lexicon,
     load_lexicon,
 )
-from synth.lid import check_script
+from synth.filters.lid import check_script
 from synth.paths import DATA_DIR, PROJECT_ROOT
-from synth.wikipedia import DEFAULT_DUMP
+from synth.sources.wikipedia import DEFAULT_DUMP
 
 FIXTURE = Path(__file__).parent / "fixtures" / "wikidata-sample.json.gz"
 
@@ -122,7 +122,7 @@ def test_checkpoint_of_another_build_is_refused(tmp_path):
 
 MEMORY_PROBE = """
 import gzip, json, resource, sys
-from synth.lexicon import build_from_wikidata_dump
+from synth.recipes.entitycs.lexicon import build_from_wikidata_dump
 n, folder = int(sys.argv[1]), sys.argv[2]
 dump = f"{folder}/dump-{n}.json.gz"
 with gzip.open(dump, "wt", encoding="utf-8", compresslevel=1) as handle:

@@ -1,4 +1,4 @@
-"""Tests of synth.lid, measured on real human-written text: the SWIM-IR exemplars shipped in prompts/sap/exemplars.
+"""Tests of synth.filters.lid, measured on real human-written text: the SWIM-IR exemplars shipped in prompts/sap/exemplars.
 
 Run with ``pytest tests/test_lid.py -s`` to see the accuracy report per tool and mode.
 """
@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-import synth.lid as lid_module
+import synth.filters.lid as lid_module
 from synth.config import LidConfig
 from synth.errors import ConfigError
-from synth.lid import (
+from synth.filters.lid import (
     LanguageIdentifier,
     LidVerdict,
     check_script,
@@ -426,7 +426,7 @@ def test_translated_questions_are_mostly_identified(identifiers: dict[str, Langu
     assert sum(v.keep for v in kept) / len(kept) >= 0.9
 
 
-# --- held-out evaluation set and the per-language routing (data/lid, synth.lid.ROUTES) ----------------------
+# --- held-out evaluation set and the per-language routing (data/lid, synth.filters.lid.ROUTES) ----------------------
 
 LID_DATA = DATA_DIR / "lid"
 GOAL = 0.98

@@ -10,11 +10,11 @@ from babel.dates import format_skeleton
 from babel.dates import format_time as babel_time
 from babel.numbers import format_currency, format_decimal, get_decimal_symbol
 
-import synth.localize as localize
+import synth.recipes.cod.localize as localize
 from synth.config import SamplingConfig
 from synth.errors import ConfigError
 from synth.llm.base import Result, Usage
-from synth.localize import (
+from synth.recipes.cod.localize import (
     check_llm_value,
     format_date,
     format_number,
@@ -27,7 +27,7 @@ from synth.localize import (
     value_method,
 )
 from synth.paths import DATA_DIR
-from synth.sgd import load_schema, read_dialogues
+from synth.sources.sgd import load_schema, read_dialogues
 
 LANGS = ["ar", "id", "ru", "sw", "de"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synth import progress
+from synth.report import progress
 from synth.paths import DATA_DIR, PROJECT_ROOT
 from tests.prefect_server import PrefectServer, prefect_api, prefect_server  # noqa: F401  (fixtures)
 
@@ -77,7 +77,7 @@ def test_a_run_on_a_terminal_shows_answers_arriving_inside_a_batch_and_ends_at_1
     config = _tiny_sap_config(tmp_path, batch_size=3, query_max_tokens=32)
     out = tmp_path / "out"
     code, screen, stderr = _run_in_terminal(
-        [sys.executable, "-m", "synth.cli", "run", "sap", "--config", str(config), "--limit", "3",
+        [sys.executable, "-m", "flows.cli", "run", "sap", "--config", str(config), "--limit", "3",
          "--languages", "de,zh,hi", "--out", str(out)]
     )
     assert code == 0, screen[-2000:] + stderr[-2000:]
@@ -96,7 +96,7 @@ def test_verbose_puts_prefects_log_lines_on_the_terminal_too(tmp_path):
     def run(*extra: str) -> subprocess.CompletedProcess:
         out = tmp_path / ("out" + "".join(extra))
         return subprocess.run(
-            [sys.executable, "-m", "synth.cli", "run", "entitycs", "--config", str(DATA_DIR / "configs" / "entitycs.yaml"),
+            [sys.executable, "-m", "flows.cli", "run", "entitycs", "--config", str(DATA_DIR / "configs" / "entitycs.yaml"),
              "--limit", "20", "--out", str(out), *extra],
             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env=_env(),
         )
@@ -129,7 +129,7 @@ def test_the_prefect_progress_artifact_moves_during_the_flow_run(prefect_api: Pr
 
     config = _tiny_sap_config(tmp_path, batch_size=1)
     run = subprocess.Popen(
-        [sys.executable, "-m", "synth.cli", "run", "sap", "--config", str(config), "--limit", "6", "--languages", "de",
+        [sys.executable, "-m", "flows.cli", "run", "sap", "--config", str(config), "--limit", "6", "--languages", "de",
          "--out", str(tmp_path / "out")],
         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(**prefect_api.env()),
     )

@@ -21,15 +21,15 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import synth.llm  # noqa: E402
 from synth.config import EngineConfig, LidConfig, load_config  # noqa: E402
-from synth.lid import LanguageIdentifier  # noqa: E402
+from synth.filters.lid import LanguageIdentifier  # noqa: E402
 from synth.llm.base import Result, Usage  # noqa: E402
 from synth.llm.prompt_format import model_prompt_format, resolve_prompt_format  # noqa: E402
 from synth.paths import DATA_DIR, PROMPTS_DIR  # noqa: E402
 from synth.pipeline import run_recipe  # noqa: E402
 from synth.prompts import load_template, template_path  # noqa: E402
-from synth.recipes.cod import CodRecipe  # noqa: E402
-from synth.recipes.entitycs import EntityCSRecipe  # noqa: E402
-from synth.recipes.sap import SapRecipe, cross_lingual_exemplars  # noqa: E402
+from synth.recipes.cod.recipe import CodRecipe  # noqa: E402
+from synth.recipes.entitycs.recipe import EntityCSRecipe  # noqa: E402
+from synth.recipes.sap.recipe import SapRecipe, cross_lingual_exemplars  # noqa: E402
 from synth.store.units import _files_digest, generation_key, row_fingerprint  # noqa: E402
 
 SAMPLE = DATA_DIR / "samples" / "wiki_passages.jsonl"

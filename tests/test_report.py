@@ -15,13 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from synth.cli import app
+from flows.cli import app
 from synth.config import load_config
 from synth.errors import OutputError
 from synth.paths import DATA_DIR
 from synth.pipeline import run_recipe
 from synth.recipes import RECIPES
-from synth.report import (
+from synth.report.html import (
     KEPT_SAMPLES_PER_LANGUAGE,
     MIN_LINE_POINTS,
     REJECTED_SAMPLES_PER_REASON,

@@ -7,7 +7,7 @@ import pytest
 from synth.config import SapConfig
 from synth.errors import ConfigError, InputError
 from synth.llm.base import Result
-from synth.recipes.sap import (
+from synth.recipes.sap.recipe import (
     EXEMPLAR_DIR,
     SapRecipe,
     cross_lingual_exemplars,

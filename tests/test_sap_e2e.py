@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def _synth(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "synth.cli", *args],
+        [sys.executable, "-m", "flows.cli", *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

@@ -10,7 +10,7 @@ import pytest
 
 from synth.errors import ConfigError, InputError
 from synth.paths import DATA_DIR
-from synth.sgd import (
+from synth.sources.sgd import (
     ACTS,
     INTENT_ACTS,
     OutlineTemplates,
@@ -194,7 +194,7 @@ def test_folder_input_and_duplicate_ids(tmp_path, dialogues):
 
 
 def test_incomplete_templates_are_refused(tmp_path, monkeypatch):
-    import synth.sgd as sgd
+    import synth.sources.sgd as sgd
 
     text = (sgd.PROMPTS_DIR / "cod" / "outline.v1.yaml").read_text(encoding="utf-8")
     (tmp_path / "cod").mkdir()

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from synth.cli import app
+from flows.cli import app
 from synth.config import load_config
 from synth.paths import DATA_DIR
 from synth.pipeline import run_recipe
@@ -33,7 +33,7 @@ HOLDER = (
 # record and committed one batch of 10; then it waits, as a run waits on its next batch.
 IN_FLIGHT = """
 import sys, time
-from synth.browse import record_run_start
+from synth.report.browse import record_run_start
 from synth.config import load_config
 from synth.paths import DATA_DIR
 from synth.pipeline import RecipeRun, process_batch
@@ -222,7 +222,7 @@ def test_a_directory_without_manifest_is_refused_naming_manifest_json(command, t
 def test_user_text_is_printed_as_written_not_as_markup():
     from rich.console import Console
 
-    from synth.browse import highlight_spans
+    from synth.report.browse import highlight_spans
 
     text = "[bold]not markup[/bold] in <de>Athen</de>"
     console = Console(record=True, width=200)

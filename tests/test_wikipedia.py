@@ -12,7 +12,7 @@ import pytest
 
 from synth.errors import InputError
 from synth.paths import DATA_DIR
-from synth.wikipedia import (
+from synth.sources.wikipedia import (
     DEFAULT_DUMP,
     iter_articles,
     iter_linked_sentences,
@@ -143,7 +143,7 @@ def test_memory_stays_flat_over_pages(tmp_path):
     text = "Some [[linked]] words about nothing in particular. " * 20
     measure = (
         "import sys, tracemalloc\n"
-        "from synth.wikipedia import iter_articles\n"
+        "from synth.sources.wikipedia import iter_articles\n"
         "tracemalloc.start()\n"
         "for _ in iter_articles(sys.argv[1]):\n"
         "    pass\n"

@@ -110,7 +110,7 @@ def _mostly_cyrillic(text: str) -> bool:
 
 
 def bulgarian_wikipedia(limit: int) -> list[str]:
-    from synth.wikipedia import iter_articles, parse_article, split_sentences
+    from synth.sources.wikipedia import iter_articles, parse_article, split_sentences
 
     out: list[str] = []
     for page in iter_articles(ROOT / "data" / "wikipedia" / "bgwiki-sample-pages-articles.xml.bz2"):

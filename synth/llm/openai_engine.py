@@ -39,7 +39,7 @@ from typing import Any, Coroutine, Sequence, TypeVar
 
 import httpx
 
-from synth import progress
+from synth.report import progress
 from synth.config import EngineConfig
 from synth.errors import EngineError
 from synth.llm.base import Request, Result, add_logprob

@@ -25,7 +25,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-from synth import progress
+from synth.report import progress
 from synth.config import EngineConfig
 from synth.errors import EngineError
 from synth.llm.base import Request, Result, Sampling, add_logprob
@@ -326,7 +326,7 @@ class VLLMEngine:
 
 
 class _AnswerCounter:
-    """Stands in for the tqdm bar of vLLM's offline loop: each finished request goes to ``synth.progress``, so a
+    """Stands in for the tqdm bar of vLLM's offline loop: each finished request goes to ``synth.report.progress``, so a
     long batch shows answers arriving instead of a frozen screen."""
 
     def __init__(self) -> None:

@@ -7,9 +7,9 @@ import importlib
 from synth.recipes.base import Recipe
 
 RECIPES = {
-    "sap": "synth.recipes.sap:SapRecipe",
-    "entitycs": "synth.recipes.entitycs:EntityCSRecipe",
-    "cod": "synth.recipes.cod:CodRecipe",
+    "sap": "synth.recipes.sap.recipe:SapRecipe",
+    "entitycs": "synth.recipes.entitycs.recipe:EntityCSRecipe",
+    "cod": "synth.recipes.cod.recipe:CodRecipe",
 }
 
 

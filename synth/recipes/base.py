@@ -45,7 +45,7 @@ class Recipe(ABC):
 
     name: ClassVar[str]
     needs_engine: ClassVar[bool] = True
-    # The columns holding a row's generated text, compared by near-duplicate removal (``synth.dedup``) within a
+    # The columns holding a row's generated text, compared by near-duplicate removal (``synth.filters.dedup``) within a
     # language; ``a.b`` is field ``b`` of the structs in list column ``a``. Empty: the recipe's rows are not compared.
     dedup_columns: ClassVar[tuple[str, ...]] = ()
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from synth.dedup import DUPLICATE_OF, mark
+from synth.filters.dedup import DUPLICATE_OF, mark
 from synth.store.files import fsync_dir, raise_output_error, sha256_file, temp_file
 from synth.store.location import Location
 from synth.store.segments import UNIT_COLUMN, SegmentStore
@@ -124,7 +124,7 @@ def write_generation(
 
     ``schema`` is the rejected rows' schema (with ``reject_reason`` and ``duplicate_of``); kept shards drop
     those columns. ``duplicates`` maps the id of a row to reject as ``duplicate`` to the id of the kept row it
-    duplicates (``synth.dedup.near_duplicates``, computed over the same ``plan``).
+    duplicates (``synth.filters.dedup.near_duplicates``, computed over the same ``plan``).
     """
     kept_schema = pa.schema([field for field in schema if field.name not in ("reject_reason", DUPLICATE_OF)])
     writers: dict[str, _GroupWriter] = {}

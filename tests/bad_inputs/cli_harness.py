@@ -1,6 +1,6 @@
 """Helpers of the fault, bad-input, concurrency and secrets tests.
 
-* :func:`synth_cli` runs ``python -m synth.cli ...`` in a subprocess (what a user's shell does) and returns the
+* :func:`synth_cli` runs ``python -m flows.cli ...`` in a subprocess (what a user's shell does) and returns the
   completed process; :func:`error_line` checks a failed run's stderr: no traceback, one ``error:`` line.
 * :func:`fingerprint` hashes every file of an output directory, to prove a failed run left it as it was.
 * :func:`disk_full` is a ``preexec_fn`` that caps the size of any file the child writes (``RLIMIT_FSIZE``);
@@ -51,7 +51,7 @@ def synth_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = Non
               cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """Run ``synth ARGS`` in a subprocess; never hangs past ``timeout`` (the test fails instead)."""
     return subprocess.run(
-        [sys.executable, "-m", "synth.cli", *args],
+        [sys.executable, "-m", "flows.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -64,7 +64,7 @@ def synth_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = Non
 def start_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.Popen[str]:
     """Start ``synth ARGS`` in the background (stdout/stderr piped)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "synth.cli", *args],
+        [sys.executable, "-m", "flows.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

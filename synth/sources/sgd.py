@@ -20,7 +20,7 @@ verbatim (non-categorical slots, as SGD spans them); categorical values are give
 
 Example::
 
-    from synth.sgd import OutlineTemplates, load_schema, read_dialogues, render_outline
+    from synth.sources.sgd import OutlineTemplates, load_schema, read_dialogues, render_outline
 
     schemas = load_schema("data/sgd/schema.json")
     dialogue = next(read_dialogues("data/sgd/dialogues.json", schemas))

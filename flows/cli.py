@@ -40,7 +40,7 @@ RECIPE_NAMES = ("sap", "entitycs", "cod")
 def _fail(error: Exception) -> None:
     from rich.markup import escape
 
-    from synth.terminal import current_log_file
+    from synth.report.terminal import current_log_file
 
     log = current_log_file()
     where = f" [dim](log: {escape(str(log))})[/]" if log is not None else ""
@@ -120,7 +120,7 @@ def run(
 
 def _run_watched(run_config: Any, verbose: bool) -> dict[str, Any]:
     """Run a recipe's flow with its logs in OUT/logs/ and its progress on stdout; returns the run summary."""
-    from synth.terminal import ProgressDisplay, log_path_for, send_logs_to_file
+    from synth.report.terminal import ProgressDisplay, log_path_for, send_logs_to_file
 
     send_logs_to_file(log_path_for(run_config.output.dir), verbose)
     from flows.runner import run_flow
@@ -168,7 +168,7 @@ def demo(
         config = load_config(DATA_DIR / "configs" / f"{recipe}.yaml", recipe=recipe, overrides=overrides)
         console.print(f"[bold]demo:[/] {recipe} …")
         print_summary(_run_watched(config, verbose))
-    from synth.report import write_report
+    from synth.report.html import write_report
 
     report = write_report(out)
     Console().print(f"\nOutput: {out.resolve()}  (manifest.json, README.md, report: {report})", highlight=False)
@@ -188,7 +188,7 @@ def lid(
     Example: printf 'Guten Morgen, wie geht es?\\n' | synth lid -
     """
     from synth.config import LidConfig
-    from synth.lid import LanguageIdentifier
+    from synth.filters.lid import LanguageIdentifier
 
     handle = sys.stdin if file == "-" else open(file, encoding="utf-8", errors="replace")
     try:
@@ -209,7 +209,7 @@ def report(out: Path = typer.Argument(..., help="An output directory written by 
 
     Example: synth report out/demo
     """
-    from synth.report import write_report
+    from synth.report.html import write_report
 
     print(write_report(out))
 
@@ -233,7 +233,7 @@ def show(
 
     Example: synth show out/demo sap-de -n 3
     """
-    from synth.browse import configs_json, list_configs, load_rows, render_configs, render_rows, row_json
+    from synth.report.browse import configs_json, list_configs, load_rows, render_configs, render_rows, row_json
 
     if config is None:
         contents = list_configs(out)
@@ -259,7 +259,7 @@ def status(out: str = typer.Argument(..., help="An output directory written by s
 
     Example: synth status out/demo
     """
-    from synth.browse import output_status, render_status
+    from synth.report.browse import output_status, render_status
 
     render_status(Console(), output_status(out))
 
@@ -284,7 +284,7 @@ def push_command(
 
     Example: synth push out/demo --repo-id my-org/polysynth-demo --private
     """
-    from synth.hub import push
+    from synth.publish.hub import push
 
     result = push(
         out,
@@ -312,7 +312,7 @@ def lexicon_build(
 
     Example: synth lexicon build latest-all.json.bz2 --out lexicon.parquet --languages de,hi,sw
     """
-    from synth.lexicon import build_from_wikidata_dump
+    from synth.recipes.entitycs.lexicon import build_from_wikidata_dump
 
     codes = set(_split_languages(languages)) if languages else None
     stats = build_from_wikidata_dump(dump, out, codes, redirects, skip_bad_lines=skip_bad_lines)
@@ -329,7 +329,7 @@ def lexicon_cldr(
 
     Example: synth lexicon cldr --out my-lexicon.parquet --languages de,fr,hi
     """
-    from synth.lexicon import build_cldr_lexicon
+    from synth.recipes.entitycs.lexicon import build_cldr_lexicon
 
     stats = build_cldr_lexicon(out, _split_languages(languages)) if languages else build_cldr_lexicon(out)
     print(json.dumps(stats))

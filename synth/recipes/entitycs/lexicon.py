@@ -15,14 +15,14 @@ Two builders write it: :func:`build_cldr_lexicon` (the offline default shipped a
 
 Example::
 
-    from synth.lexicon import load_lexicon, label_for
+    from synth.recipes.entitycs.lexicon import load_lexicon, label_for
     lexicon = load_lexicon()                     # the shipped CLDR lexicon
     japan = lexicon.lookup("Japan")
     lexicon.labels(japan)["de"]                  # ("Japan", "cldr")
     label_for("Germany", "ja")                   # "ドイツ"
 
-Command line: ``python -m synth.lexicon cldr --out data/lexicon/cldr.parquet`` or
-``python -m synth.lexicon wikidata latest-all.json.gz --out wikidata.parquet --languages de,hi``.
+Command line: ``python -m synth.recipes.entitycs.lexicon cldr --out data/lexicon/cldr.parquet`` or
+``python -m synth.recipes.entitycs.lexicon wikidata latest-all.json.gz --out wikidata.parquet --languages de,hi``.
 """
 
 from __future__ import annotations
@@ -466,7 +466,7 @@ def _open_text(path: Path) -> IO[str]:
 class _RedirectIndex:
     """English Wikipedia redirects on disk (SQLite), so the alias join never holds them in memory.
 
-    Built once from a MediaWiki XML dump (``.xml[.bz2|.gz]``, via :func:`synth.wikipedia.iter_redirects`)
+    Built once from a MediaWiki XML dump (``.xml[.bz2|.gz]``, via :func:`synth.sources.wikipedia.iter_redirects`)
     or a TSV of ``title<TAB>target`` lines.
     """
 
@@ -495,11 +495,11 @@ class _RedirectIndex:
     @staticmethod
     def _pairs(source: Path) -> Iterator[tuple[str, str]]:
         if ".xml" in source.suffixes:
-            from synth.wikipedia import iter_redirects
+            from synth.sources.wikipedia import iter_redirects
 
             yield from iter_redirects(source)
             return
-        from synth.wikipedia import normalize_title
+        from synth.sources.wikipedia import normalize_title
 
         with _open_text(source) as handle:
             for number, line in enumerate(handle, start=1):
@@ -678,7 +678,7 @@ def build_from_wikidata_dump(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m synth.lexicon", description="Build an entity lexicon.")
+    parser = argparse.ArgumentParser(prog="python -m synth.recipes.entitycs.lexicon", description="Build an entity lexicon.")
     commands = parser.add_subparsers(dest="command", required=True)
     cldr = commands.add_parser("cldr", help="the offline CLDR lexicon (babel)")
     cldr.add_argument("--out", default=str(DEFAULT_LEXICON))

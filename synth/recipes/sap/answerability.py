@@ -12,7 +12,7 @@ greedy, no seed involved, and the log-probabilities do not depend on sampling.
 
 Example::
 
-    from synth.answerability import score_pairs
+    from synth.recipes.sap.answerability import score_pairs
     [judgement] = score_pairs(engine, [("Paris is the capital of France.", "What is the capital of France?", "en")])
     judgement.score   # 0.93, or None with judgement.reason set
 
@@ -49,7 +49,7 @@ def template() -> PromptTemplate:
 
 def judge_request(request_id: str, passage: str, question: str, language: str) -> Request:
     """The one-token request asking whether ``passage`` answers ``question`` (``language``: an ISO code)."""
-    from synth.recipes.sap import language_names  # lazily: the SAP recipe imports this module
+    from synth.recipes.sap.recipe import language_names  # lazily: the SAP recipe imports this module
 
     prompt = template().render_prefix() + template().render_request(
         passage=passage, question=question, language=language_names().get(language, language)

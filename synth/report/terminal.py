@@ -1,6 +1,6 @@
 """What a person sees while ``synth run`` or ``synth demo`` works: progress on the terminal, library logs in a file.
 
-* :class:`ProgressDisplay` draws ``synth.progress`` as a live bar per recipe (units, kept/rejected, model
+* :class:`ProgressDisplay` draws ``synth.report.progress`` as a live bar per recipe (units, kept/rejected, model
   answers, output tokens/s, ETA) on a terminal, and prints one line per batch when stdout is a pipe or a file.
 * :func:`send_logs_to_file` moves Prefect's, vLLM's, torch's and the HTTP clients' log records (and Python
   warnings) off the terminal into ``OUT/logs/<time>.log``; ``--verbose`` keeps them on the terminal as well.
@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from synth import progress
+from synth.report import progress
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _file_handler: logging.FileHandler | None = None

@@ -10,7 +10,7 @@ same output twice produces the same bytes and a second push has nothing to commi
 
 Usage::
 
-    from synth.card import build_card, validate_card, write_output_readme
+    from synth.publish.card import build_card, validate_card, write_output_readme
     from synth.store.manifest import Manifest
 
     manifest = Manifest(out)

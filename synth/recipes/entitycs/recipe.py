@@ -21,7 +21,7 @@ label failed is rejected as ``llm_label_<engine_error|empty|too_long|script_mism
 
 LID: switched names are checked where that means something. Lexicon labels get the script check (step 2);
 a kept row records fastText's verdict on its labels joined (``lid_*``) when they are at least
-``synth.lid.SHORT_CHARS`` long and the language is checkable, else the ``lid_*`` fields are null: a
+``synth.filters.lid.SHORT_CHARS`` long and the language is checkable, else the ``lid_*`` fields are null: a
 short Latin-script name says nothing about its language. LLM labels must pass the script check and, from
 that length on, LID too.
 
@@ -36,7 +36,7 @@ exemplars as user/assistant turns after a system instruction; the template tags 
 Example::
 
     from synth.config import EntityCSConfig
-    from synth.recipes.entitycs import EntityCSRecipe
+    from synth.recipes.entitycs.recipe import EntityCSRecipe
     from synth.llm.base import Usage
 
     config = EntityCSConfig(input={"path": "data/samples/wiki_sentences.jsonl"}, languages=["de", "hi", "ja"])
@@ -61,14 +61,14 @@ import yaml
 
 from synth.config import EntityCSConfig
 from synth.errors import ConfigError, EngineError, InputError
-from synth.io import read_records
-from synth.lexicon import Entity, Lexicon, load_lexicon
-from synth.lid import SHORT_CHARS, LanguageIdentifier, check_script, is_checkable
+from synth.sources.records import read_records
+from synth.recipes.entitycs.lexicon import Entity, Lexicon, load_lexicon
+from synth.filters.lid import SHORT_CHARS, LanguageIdentifier, check_script, is_checkable
 from synth.llm.base import Engine, Request, Result, Sampling, Usage, request_seed
 from synth.paths import PROMPTS_DIR
 from synth.prompts import PromptTemplate, load_template
 from synth.recipes.base import LID_FIELDS, Recipe, stable_id
-from synth.wikipedia import iter_linked_sentences
+from synth.sources.wikipedia import iter_linked_sentences
 
 PROMPT_VERSION = "entitycs/v1"
 FALLBACK_TEMPLATE = "entitycs/label_fallback.v1.yaml"
@@ -81,7 +81,7 @@ MAX_LLM_LABEL_CHARS = 80
 UNDETERMINED = "und"
 DUMP_SUFFIXES = (".xml", ".xml.bz2", ".xml.gz")
 TABLE_SUFFIXES = (".jsonl", ".ndjson", ".parquet")
-# Fields of a linked-sentence record (the output of synth.wikipedia.iter_linked_sentences).
+# Fields of a linked-sentence record (the output of synth.sources.wikipedia.iter_linked_sentences).
 REQUIRED = {"sentence_id": str, "text": str, "entities": list}
 
 ENTITY_TYPE = pa.struct(
@@ -204,7 +204,7 @@ class EntityCSRecipe(Recipe):
         self._llm_labels: dict[tuple[str, str], _LlmAnswer] = {}
 
     def resources(self) -> list[Path]:
-        from synth.lexicon import DEFAULT_LEXICON
+        from synth.recipes.entitycs.lexicon import DEFAULT_LEXICON
 
         return super().resources() + [Path(self.options.lexicon) if self.options.lexicon else DEFAULT_LEXICON]
 

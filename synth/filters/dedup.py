@@ -29,7 +29,7 @@ duplicate (``synth.store.shards.write_generation``).
 
 Example::
 
-    from synth.dedup import Deduplicator
+    from synth.filters.dedup import Deduplicator
     dedup = Deduplicator(threshold=0.8, num_perm=64)
     dedup.duplicates([("de", "a", "Wer hat Berlin gegründet?"), ("de", "b", "Wer hat Berlin gegründet")])
     # {'b': 'a'}

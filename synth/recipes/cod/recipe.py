@@ -4,9 +4,9 @@ COD built dialogues in Arabic, Indonesian, Russian and Swahili not by translatin
 native speakers write each turn from an *outline* of its dialogue acts, with slot values adapted to
 their culture. This recipe does the same for any language with a CLDR locale:
 
-1. **Outline** (:mod:`synth.sgd`): every turn's acts, intents and slots become an English
+1. **Outline** (:mod:`synth.sources.sgd`): every turn's acts, intents and slots become an English
    instruction from ``prompts/cod/outline.v1.yaml`` and the schema's descriptions.
-2. **Values** (:mod:`synth.localize`): each slot value gets one form per language — dates, times,
+2. **Values** (:mod:`synth.recipes.cod.localize`): each slot value gets one form per language — dates, times,
    prices and numbers through babel/CLDR, places through the EntityCS lexicon, other names through
    the LLM — consistent across the turns and the state of a dialogue.
 3. **Turns**: the LLM writes each turn in the target language from its instruction and the turns
@@ -31,7 +31,7 @@ serves. Throughput comes from batching across dialogues: turn *t* of every dialo
 batch goes to the engine in one ``generate`` call, then turn *t + 1*.
 
 Rows are one per dialogue × language, in SGD structure (turns → frames → actions/slots/state) so SGD
-loaders read them (the ``state`` is a JSON string; :func:`synth.recipes.cod.to_sgd` turns a row back
+loaders read them (the ``state`` is a JSON string; :func:`synth.recipes.cod.recipe.to_sgd` turns a row back
 into an SGD dialogue). System frames lose ``service_call``/``service_results``, which hold unlocalized
 English values. A dialogue with any rejected turn is a rejected row that keeps every turn with its
 own ``reject_reason``: ``slot_missing``, ``repeat`` (a copy of an earlier turn or of an example turn:
@@ -55,10 +55,10 @@ language.
 Example::
 
     from synth.config import load_config
-    from synth.recipes.cod import CodRecipe
+    from synth.recipes.cod.recipe import CodRecipe
 
     config = load_config("data/configs/cod.yaml", overrides={"cod.max_turns": 4})
-    recipe = CodRecipe(config, engine, lid)          # engine: synth.llm, lid: synth.lid.LanguageIdentifier
+    recipe = CodRecipe(config, engine, lid)          # engine: synth.llm, lid: synth.filters.lid.LanguageIdentifier
     recipe.validate()
     rows = recipe.process(list(recipe.read_records())[:2], usage)
 """
@@ -76,9 +76,9 @@ import pyarrow as pa
 
 from synth.config import CodConfig
 from synth.errors import ConfigError
-from synth.lid import SHORT_CHARS, normalize_lang
+from synth.filters.lid import SHORT_CHARS, normalize_lang
 from synth.llm.base import Request, Result, Sampling, Usage, request_seed
-from synth.localize import (
+from synth.recipes.cod.localize import (
     ValueMap,
     cod_exemplars,
     language_name,
@@ -89,7 +89,7 @@ from synth.localize import (
 )
 from synth.prompts import PromptTemplate, load_template
 from synth.recipes.base import LID_FIELDS, Recipe, first_passing, generate_candidates, stable_id
-from synth.sgd import (
+from synth.sources.sgd import (
     COUNT_SLOT,
     OutlineTemplates,
     Schemas,
@@ -147,7 +147,7 @@ TURN_TYPE = pa.struct(
         ("source_utterance", pa.string()),
     ]
 )
-# synth.localize.LocalizedValue; ``fallback``: the engine failed, ``value`` is the English source standing in.
+# synth.recipes.cod.localize.LocalizedValue; ``fallback``: the engine failed, ``value`` is the English source standing in.
 LOCALIZED_TYPE = pa.struct(
     [
         ("slot", pa.string()),
@@ -318,7 +318,7 @@ class CodRecipe(Recipe):
         return "+".join(t.tag for t in templates)
 
     def resources(self) -> list[Path]:
-        from synth.lexicon import DEFAULT_LEXICON
+        from synth.recipes.entitycs.lexicon import DEFAULT_LEXICON
 
         return super().resources() + [self.schema_path, DEFAULT_LEXICON]
 

@@ -8,7 +8,7 @@ run on Dask or Ray workers in other processes report when each batch comes back 
 
 Example::
 
-    from synth import progress
+    from synth.report import progress
 
     with progress.watching(lambda state, event: print(state.line())):
         run_recipe(config)

@@ -11,11 +11,11 @@ currency  a price, rent, balance or amount (slot name, or ``$``/"dollar" in its 
           locale's currency format, in US dollars (the amount stays the dialogue's fact); whole amounts
           without decimals
 number    any other numeric canonical value, counts included -> the locale's decimal format
-lexicon   a city, country or area -> ``synth.lexicon.label_for`` (the EntityCS lexicon)
+lexicon   a city, country or area -> ``synth.recipes.entitycs.lexicon.label_for`` (the EntityCS lexicon)
 llm       any other name (restaurants, songs, people, addresses) -> a plausible local name from the LLM,
           prompt ``prompts/cod/localize_value.v1.yaml`` (chat form: ``localize_value.chat.v1.yaml``),
           all values of a batch in one engine call
-kept      the value as it is: codes and phone numbers, places when ``synth.lexicon`` is absent, and LLM
+kept      the value as it is: codes and phone numbers, places when ``synth.recipes.entitycs.lexicon`` is absent, and LLM
           answers that fail the checks (empty, cut off, too long, not in the language's script) or equal
           the source
 ========  ============================================================================================
@@ -33,7 +33,7 @@ same in every turn and in the dialogue state, even when it moves between service
 
 Example::
 
-    from synth.localize import format_date, localize_dialogues
+    from synth.recipes.cod.localize import format_date, localize_dialogues
 
     format_date("2019-03-03", "ru")                  # '3 марта'
     maps = localize_dialogues(dialogues, ["ar", "ru"], schemas, engine, config.sampling, usage)
@@ -60,11 +60,11 @@ from babel.numbers import format_currency, format_decimal
 
 from synth.config import SamplingConfig
 from synth.errors import ConfigError
-from synth.lid import check_script
+from synth.filters.lid import check_script
 from synth.llm.base import Engine, Request, Result, Sampling, Usage, request_seed
 from synth.paths import PROMPTS_DIR
 from synth.prompts import PromptTemplate, load_template
-from synth.sgd import COUNT_SLOT, Schemas, ServiceSchema, SlotSchema, is_verbatim, value_pairs
+from synth.sources.sgd import COUNT_SLOT, Schemas, ServiceSchema, SlotSchema, is_verbatim, value_pairs
 
 METHODS = ("date", "time", "currency", "number", "lexicon", "llm", "kept")
 # COD's own languages; any other language with a CLDR locale works too.
@@ -201,11 +201,11 @@ FORMATTERS: dict[str, Callable[[str, str], str]] = {
 
 
 def _lexicon() -> Callable[[str, str], str | None] | None:
-    """``synth.lexicon.label_for`` when that module exists (it is the EntityCS recipe's; imported lazily)."""
+    """``synth.recipes.entitycs.lexicon.label_for`` when that module exists (it is the EntityCS recipe's; imported lazily)."""
     try:
-        from synth.lexicon import label_for
+        from synth.recipes.entitycs.lexicon import label_for
     except ModuleNotFoundError as exc:
-        if exc.name != "synth.lexicon":
+        if exc.name != "synth.recipes.entitycs.lexicon":
             raise
         return None
     return label_for

@@ -12,12 +12,12 @@ Links to articles keep their character spans in the rendered text.
 
 Example::
 
-    from synth.wikipedia import iter_passages, iter_linked_sentences
+    from synth.sources.wikipedia import iter_passages, iter_linked_sentences
     dump = "data/wikipedia/enwiki-sample-pages-articles.xml.bz2"
     passage = next(iter_passages(dump))          # {"id": "12-0", "title": "Anarchism", "text": "..."}
     sentence = next(iter_linked_sentences(dump))  # {"sentence_id": "12-s0", "text": ..., "entities": [...]}
 
-Regenerate the shipped samples with ``python -m synth.wikipedia`` (see :func:`make_samples`).
+Regenerate the shipped samples with ``python -m synth.sources.wikipedia`` (see :func:`make_samples`).
 """
 
 from __future__ import annotations
@@ -790,9 +790,9 @@ def make_samples(
     Sentences linking an entity of the shipped CLDR lexicon are picked first within each article, so the
     EntityCS sample has switchable sentences under the offline default; the rest show the rejected path.
 
-    Example: ``python -m synth.wikipedia --dump data/wikipedia/enwiki-sample-pages-articles.xml.bz2``
+    Example: ``python -m synth.sources.wikipedia --dump data/wikipedia/enwiki-sample-pages-articles.xml.bz2``
     """
-    from synth.lexicon import load_default_lexicon
+    from synth.recipes.entitycs.lexicon import load_default_lexicon
 
     lexicon = load_default_lexicon()
     out = Path(out_dir)
@@ -816,7 +816,7 @@ def make_samples(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m synth.wikipedia", description=make_samples.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m synth.sources.wikipedia", description=make_samples.__doc__)
     parser.add_argument("--dump", default=str(DEFAULT_DUMP), help="MediaWiki XML dump (.xml, .xml.bz2, .xml.gz)")
     parser.add_argument("--out-dir", default=str(SAMPLES_DIR))
     parser.add_argument("--passages", type=int, default=60)

@@ -22,7 +22,7 @@ messages from the Hub client are scrubbed). A dry run needs no token and no netw
 
 Usage::
 
-    from synth.hub import push
+    from synth.publish.hub import push
 
     plan = push(Path("out/demo"), "my-org/polysynth-demo", dry_run=True)
     print(plan.describe())                                  # files, sizes, configs, commits
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from synth.card import build_card, config_name, public_config, published_groups, validate_card
+from synth.publish.card import build_card, config_name, public_config, published_groups, validate_card
 from synth.errors import SynthError
 from synth.store.files import atomic_write_bytes, sha256_file
 from synth.store.lock import OutputLock

@@ -21,7 +21,7 @@ Every passage × language gives a row; failures are rejected rows with a reason:
 ``exemplar_copy``, ``lid_mismatch``, ``script_mismatch``, and with ``sap.answerability.enabled`` ``unanswerable``.
 
 Answerability (``sap.answerability``, off by default): a candidate that passed every other check is scored by the
-run's own engine (:mod:`synth.answerability`: does the passage answer the query? p(yes) / (p(yes) + p(no)) of one
+run's own engine (:mod:`synth.recipes.sap.answerability`: does the passage answer the query? p(yes) / (p(yes) + p(no)) of one
 token); below ``threshold`` it is rejected as ``unanswerable``, so the next candidate is tried. The score is the
 row's ``answerable_score`` (null when not scored: the filter is off, the query failed an earlier check, or
 neither yes nor no was among the model's likeliest tokens, in which case the query is kept).
@@ -46,7 +46,7 @@ import pyarrow as pa
 import yaml
 
 from synth.errors import ConfigError, InputError
-from synth.io import read_records
+from synth.sources.records import read_records
 from synth.llm.base import Request, Result, Sampling, Usage, request_seed
 from synth.paths import PROMPTS_DIR
 from synth.prompts import PromptTemplate, load_template
@@ -226,7 +226,7 @@ class SapRecipe(Recipe):
                 field="languages",
             )
         if missing:
-            from synth.lid import normalize_lang
+            from synth.filters.lid import normalize_lang
 
             for lang in missing:
                 normalize_lang(lang)
@@ -237,7 +237,7 @@ class SapRecipe(Recipe):
     def read_records(self) -> Iterator[dict[str, Any]]:
         spec = self.config.input
         if spec.path and spec.path.endswith((".xml", ".xml.bz2")):
-            from synth.wikipedia import iter_passages
+            from synth.sources.wikipedia import iter_passages
 
             records = iter_passages(spec.path)
         else:
@@ -390,7 +390,7 @@ class SapRecipe(Recipe):
     ) -> list[QueryOutcome]:
         """Score the candidates that passed every other check (one engine call); a score below the threshold
         becomes ``unanswerable``, a failed call ``engine_error``; a candidate without a score is kept."""
-        from synth.answerability import judge_request, score_result
+        from synth.recipes.sap.answerability import judge_request, score_result
 
         todo = [n for n, outcome in enumerate(outcomes) if outcome.reason is None]
         if not todo:
@@ -495,7 +495,7 @@ def kept_outcome(outcomes: Sequence[QueryOutcome]) -> QueryOutcome:
 
 
 def _input_row(path: str | None, index: int) -> int:
-    """The row number ``synth.io`` gives the ``index``-th record: a JSON Lines file's line (blank lines are
+    """The row number ``synth.sources.records`` gives the ``index``-th record: a JSON Lines file's line (blank lines are
     skipped but counted), else the record's position."""
     if not path or not path.lower().endswith((".jsonl", ".ndjson")):
         return index

@@ -3,7 +3,7 @@
 Usage::
 
     from synth.config import LidConfig
-    from synth.lid import LanguageIdentifier, normalize_lang
+    from synth.filters.lid import LanguageIdentifier, normalize_lang
 
     lid = LanguageIdentifier(LidConfig(mode="cascade"))
     verdicts = lid.check(["Wer hat die Glühbirne erfunden?", "Who invented the light bulb?"], ["de", "de"])
@@ -320,7 +320,7 @@ def normalize_lang(code: str) -> str:
             return _ALIASES[candidate]
     raise ConfigError(
         f"unknown language code '{code}': language identification knows the {len(_FASTTEXT_CODES)} codes of "
-        "fastText lid.176 (synth.lid.supported_languages()) and a few script-checked ones"
+        "fastText lid.176 (synth.filters.lid.supported_languages()) and a few script-checked ones"
     )
 
 

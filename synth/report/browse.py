@@ -3,7 +3,7 @@
 The reading functions (:func:`list_configs`, :func:`load_rows`, :func:`output_status`) return plain data read from
 the output — ``manifest.json``, the committed shard files it lists, the ledger segments and the lock — without
 taking the lock or writing anything; the ``render_*`` functions print that data with a rich Console. Config
-names are the dataset card's (``synth.card.config_name``): ``sap-de`` holds the kept rows of one language,
+names are the dataset card's (``synth.publish.card.config_name``): ``sap-de`` holds the kept rows of one language,
 ``sap-rejected`` the rejected rows of every language.
 
 One write lives here, :func:`record_run_start`: the run record ``OUT/.polysynth/<recipe>/run.json``, written by
@@ -14,7 +14,7 @@ ledger does not know how many units a run wants, so without the record a live ru
 Example::
 
     from rich.console import Console
-    from synth.browse import load_rows, output_status, render_rows, render_status
+    from synth.report.browse import load_rows, output_status, render_rows, render_status
 
     render_rows(Console(), load_rows("out/demo", "sap-de", limit=3))
     render_status(Console(), output_status("out/demo"))
@@ -91,7 +91,7 @@ class RecipeContents:
 
     @property
     def rejected_config(self) -> str:
-        from synth.card import config_name
+        from synth.publish.card import config_name
 
         return config_name(self.recipe, REJECTED)
 
@@ -112,7 +112,7 @@ def list_configs(out: str | Path) -> list[RecipeContents]:
 
 
 def _contents(manifest: Manifest) -> list[RecipeContents]:
-    from synth.card import config_name
+    from synth.publish.card import config_name
 
     contents = []
     for recipe, state in sorted(manifest.recipes.items()):

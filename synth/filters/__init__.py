@@ -1,0 +1,1 @@
+"""Row filters that run after generation: language ID and near-duplicate removal."""

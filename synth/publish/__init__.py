@@ -1,0 +1,1 @@
+"""Publishing: the dataset card and the push to the Hugging Face Hub."""

@@ -1,0 +1,5 @@
+"""sap recipe."""
+
+from synth.recipes.sap.recipe import SapRecipe
+
+__all__ = ["SapRecipe"]

@@ -1,0 +1,1 @@
+"""Input readers: the files, datasets and dumps records come from."""
