@@ -103,7 +103,7 @@ def format_table(rows: list[dict], threshold: float) -> list[str]:
 
 
 def run(ctx: Context) -> Result:
-    from synth.config import SapOptions
+    from synth.recipes.sap.config import SapOptions
 
     result = Result(NAME, TITLE)
     config = sap_config(1, ["de"], WORK / "answerability")

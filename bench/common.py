@@ -285,7 +285,7 @@ def sap_config(passages: int, languages: list[str], out: Path, *, batch_size: in
                overrides: dict[str, Any] | None = None):
     """The shipped SAP config (default model, its sampling and engine settings) limited to ``passages``;
     ``overrides``: more dotted keys (``{"sap.shots": 3}``; a ``None`` value is left out)."""
-    from synth.config import load_config
+    from synth.config_file import load_config
 
     extra = {key: value for key, value in (overrides or {}).items() if value is not None}
     overrides = {"input.limit": passages, "languages": languages, "output.dir": str(out), **ENGINE_OVERRIDES, **extra}

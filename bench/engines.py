@@ -35,7 +35,7 @@ def _free_port() -> int:
 
 def start_server(port: int, log_path) -> subprocess.Popen:
     from synth.llm.model import serve_model_command
-    from synth.llm.vllm_engine import cpu_environment
+    from synth.llm.device import cpu_environment
 
     env = {k: v for k, v in ORIGINAL_ENV.items()}
     saved = os.environ.copy()

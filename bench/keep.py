@@ -29,7 +29,7 @@ ARMS = {
 
 def _arm(ctx: Context, recipe_name: str, candidates: int | None) -> dict[str, Any]:
     """One recipe run over the arm's records; ``candidates`` None: the shipped setting."""
-    from synth.config import load_config
+    from synth.config_file import load_config
     from synth.filters.lid import LanguageIdentifier
     from synth.llm.base import Usage
     from synth.recipes import recipe_class

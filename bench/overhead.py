@@ -4,7 +4,7 @@ Both run in this process on one engine (the pipeline's own ``synth.llm.get_engin
 calls its underlying ``vllm.LLM``), so model, engine settings and SamplingParams are the same. The raw baseline
 does what the SAP recipe does with the fewest moving parts: one ``generate`` for the summaries, then one for the
 queries (built with ``SapRecipe.query_request`` from the summaries' first lines, sorted by language as the
-recipe does). The pipeline is ``flows.runner.run_flow`` (Prefect, LID, Parquet shards, manifest, card).
+recipe does). The pipeline is ``flows.recipe.run_flow`` (Prefect, LID, Parquet shards, manifest, card).
 
 Kept out of both measurements and reported apart: engine start, the Prefect ephemeral server start and the LID
 model loads (one-time costs of a process). The prefix cache is reset before each measured run, so neither run
@@ -122,7 +122,7 @@ def warm_up(ctx: Context, config) -> dict[str, float]:
 
 
 def run_pipeline(ctx: Context, config, out: Path) -> dict[str, Any]:
-    from flows.runner import run_flow
+    from flows.recipe import run_flow
 
     engine = ctx.engine(config)
     shutil.rmtree(out, ignore_errors=True)
@@ -189,7 +189,7 @@ def profile_breakdown(profiler) -> dict[str, Any]:
 def profile_pipeline(ctx: Context, config, out: Path) -> dict[str, Any]:
     from pyinstrument import Profiler
 
-    from flows.runner import run_flow
+    from flows.recipe import run_flow
 
     engine = ctx.engine(config)
     shutil.rmtree(out, ignore_errors=True)

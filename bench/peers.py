@@ -9,7 +9,7 @@ engine start, the same warm-up generate, the framework's one-time start (all rep
     raw A  →  framework  →  raw B        (prefix cache reset before each)
 
 on one ``vllm.LLM`` made with polysynth's engine settings (polysynth's is the one ``synth.llm.get_engine`` makes
-and the real SAP flow, ``flows.runner.run_flow``, uses). "raw" is the SAP work with bare ``vllm.LLM.generate``
+and the real SAP flow, ``flows.recipe.run_flow``, uses). "raw" is the SAP work with bare ``vllm.LLM.generate``
 (two calls: the summaries, then the queries from their first lines), the same code on every side. The figure is
 **framework time / mean raw time within that process**, so the machine's load at the time cancels; it is
 measured ``repeats`` times, sides interleaved (P C D, D C P, P C D, …), and reported as the median with min and
@@ -51,7 +51,7 @@ CALL_FIELDS = ("prompts", "prompt_tokens", "cached_tokens")
 
 def build_job(config, records, work) -> dict:
     from synth.llm.model import resolve_model
-    from synth.llm.vllm_engine import CPU_KV_CACHE_BYTES
+    from synth.llm.device import CPU_KV_CACHE_BYTES
     from synth.recipes.sap.recipe import SapRecipe
 
     recipe = SapRecipe(config, None, None)
@@ -90,11 +90,11 @@ def build_job(config, records, work) -> dict:
 
 
 def child_env() -> dict[str, str]:
-    from synth.llm.vllm_engine import _cpu_list
+    from synth.llm.device import cpu_list
 
     env = {k: v for k, v in ORIGINAL_ENV.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
     env.update({
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": _cpu_list(),  # as polysynth on CPU
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": cpu_list(),  # as polysynth on CPU
         "VLLM_LOGGING_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false", "TELEMETRY_ENABLED": "false", "CURATOR_DISABLE_CACHE": "1",
         "CURATOR_DISABLE_RICH_DISPLAY": "1", "CURATOR_CACHE_DIR": str(WORK / "peers" / "curator-cache"),

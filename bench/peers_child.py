@@ -8,7 +8,7 @@ Every side does the same, in this order, on one ``vllm.LLM`` made with the job's
    and reported apart;
 2. **raw A**: the SAP work with bare ``vllm.LLM.generate`` — two calls, the summary prompts, then the query
    prompts from each summary's first line (:func:`raw_two_calls`, the same code for every side);
-3. **framework**: the same work through the framework (polysynth: the real SAP flow, ``flows.runner.run_flow``,
+3. **framework**: the same work through the framework (polysynth: the real SAP flow, ``flows.recipe.run_flow``,
    whose engine is this same ``vllm.LLM``: ``synth.llm.get_engine`` made it; a peer: its two steps and a Parquet
    file of the queries);
 4. **raw B**: the raw work again.
@@ -304,7 +304,7 @@ def prepare_polysynth(job: dict, config):
     from prefect import flow
 
     from bench.overhead import pipeline_outputs
-    from flows.runner import run_flow
+    from flows.recipe import run_flow
     from synth.filters.lid import _fasttext_model, _langdetect_factory
 
     @flow(name="polysynth-bench-warmup")

@@ -123,7 +123,7 @@ def child_main(job_path: str, out_path: str) -> None:
     from pathlib import Path
 
     from bench.overhead import warm_up
-    from flows.runner import run_flow
+    from flows.recipe import run_flow
 
     out = Path(job["out"])
     config = sap_config(job["passages"], job["languages"], out, overrides=job["overrides"])

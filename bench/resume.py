@@ -23,7 +23,7 @@ GOAL = 0.02
 
 
 def run(ctx: Context) -> Result:
-    from flows.runner import run_flow
+    from flows.recipe import run_flow
     from synth.pipeline import run_recipe
 
     result = Result(NAME, TITLE)
@@ -60,7 +60,7 @@ def run(ctx: Context) -> Result:
     code = (
         "import json,sys,time; t=time.perf_counter()\n"
         "from synth.config import SapConfig\n"
-        "from flows.runner import run_flow\n"
+        "from flows.recipe import run_flow\n"
         "c=SapConfig.model_validate_json(open(sys.argv[1]).read())\n"
         "s=run_flow(c)\n"
         "print('RESULT', json.dumps({'generated': s['units_generated'], 'in_process_s': time.perf_counter()-t}))\n"

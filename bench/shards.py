@@ -157,7 +157,7 @@ def make_sentences(path: Path, n: int) -> None:
 CHILD = """
 import json, sys, time
 t = time.perf_counter()
-from synth.config import load_config
+from synth.config_file import load_config
 from synth.pipeline import RecipeRun
 config = load_config(sys.argv[1], recipe="entitycs", overrides={"input.path": sys.argv[2], "output.dir": sys.argv[3]})
 batches = records = 0

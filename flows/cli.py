@@ -34,7 +34,6 @@ model_app = typer.Typer(help="The default model.\n\nExample: synth model prepare
 app.add_typer(lexicon_app, name="lexicon")
 app.add_typer(model_app, name="model")
 console = Console(stderr=True)
-RECIPE_NAMES = ("sap", "entitycs", "cod")
 
 
 def _fail(error: Exception) -> None:
@@ -95,7 +94,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 @app.command()
 @_guard
 def run(
-    recipe: str = typer.Argument(..., help="sap, entitycs or cod."),
+    recipe: str = typer.Argument(..., help="A registered recipe: sap, entitycs, cod or an installed one (synth recipes)."),
     config: Path = typer.Option(..., "--config", "-c", help="Run config YAML (see data/configs/)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output directory (overrides output.dir)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Process at most N input records."),
@@ -106,10 +105,11 @@ def run(
 
     Example: synth run sap --config data/configs/sap.yaml --limit 20 --languages de,hi,sw,zh
     """
-    from synth.config import load_config
+    from synth.config_file import load_config
 
-    if recipe not in RECIPE_NAMES:
-        raise SynthError(f"unknown recipe {recipe!r}; expected one of {', '.join(RECIPE_NAMES)}")
+    from synth.recipes import recipe_class
+
+    recipe_class(recipe)  # an unknown name fails here, naming the registered ones
     overrides = {"input.limit": limit, "languages": _split_languages(languages)}
     if out is not None:
         overrides["output.dir"] = out if "://" in out else str(Path(out).resolve())
@@ -123,7 +123,7 @@ def _run_watched(run_config: Any, verbose: bool) -> dict[str, Any]:
     from synth.report.terminal import ProgressDisplay, log_path_for, send_logs_to_file
 
     send_logs_to_file(log_path_for(run_config.output.dir), verbose)
-    from flows.runner import run_flow
+    from flows.recipe import run_flow
 
     with ProgressDisplay(Console()):
         return run_flow(run_config)
@@ -147,6 +147,24 @@ def _preflight(run_config: Any, config_path: Path) -> None:
 
 @app.command()
 @_guard
+def recipes() -> None:
+    """List the registered recipes (polysynth's and installed packages'), with the class each name loads.
+
+    Example: synth recipes
+    """
+    from rich.table import Table
+
+    from synth.recipes import recipe_class, recipe_names
+
+    table = Table("recipe", "what it makes", "class")
+    for name in recipe_names():
+        cls = recipe_class(name)
+        table.add_row(name, cls.card.title, f"{cls.__module__}.{cls.__qualname__}")
+    Console().print(table)
+
+
+@app.command()
+@_guard
 def demo(
     out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Output directory."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show Prefect's and vLLM's logs (always in OUT/logs/)."),
@@ -159,7 +177,7 @@ def demo(
     """
     import yaml
 
-    from synth.config import load_config
+    from synth.config_file import load_config
     from synth.paths import DATA_DIR
 
     plan = yaml.safe_load((DATA_DIR / "configs" / "demo.yaml").read_text(encoding="utf-8"))
@@ -284,19 +302,18 @@ def push_command(
 
     Example: synth push out/demo --repo-id my-org/polysynth-demo --private
     """
-    from synth.publish.hub import push
+    from synth.publish.hub import PushOptions, push
 
-    result = push(
-        out,
-        repo_id,
+    options = PushOptions(
+        repo_id=repo_id,
         private=private,
         revision=revision,
         create_pr=create_pr,
-        dry_run=dry_run,
         include_rejected=include_rejected,
         allow_incomplete=allow_incomplete,
+        dry_run=dry_run,
     )
-    print(result.describe(files=dry_run))
+    print(push(out, options).describe(files=dry_run))
 
 
 @lexicon_app.command("build")
@@ -307,15 +324,16 @@ def lexicon_build(
     languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Keep labels of these ISO codes only."),
     redirects: Optional[Path] = typer.Option(None, help="enwiki pages-articles XML dump or TSV of title→target."),
     skip_bad_lines: bool = typer.Option(False, help="Skip (and count) dump lines that are not JSON."),
+    part_rows: int = typer.Option(100_000, min=1, help="Rows per part file (the unit a rerun resumes from)."),
 ) -> None:
     """Build an entity lexicon from a Wikidata JSON dump, streaming; rerun the same command to resume.
 
     Example: synth lexicon build latest-all.json.bz2 --out lexicon.parquet --languages de,hi,sw
     """
-    from synth.recipes.entitycs.lexicon import build_from_wikidata_dump
+    from synth.recipes.entitycs.wikidata import build_from_wikidata_dump
 
     codes = set(_split_languages(languages)) if languages else None
-    stats = build_from_wikidata_dump(dump, out, codes, redirects, skip_bad_lines=skip_bad_lines)
+    stats = build_from_wikidata_dump(dump, out, codes, redirects, skip_bad_lines=skip_bad_lines, part_rows=part_rows)
     print(json.dumps(stats))
 
 
@@ -329,7 +347,7 @@ def lexicon_cldr(
 
     Example: synth lexicon cldr --out my-lexicon.parquet --languages de,fr,hi
     """
-    from synth.recipes.entitycs.lexicon import build_cldr_lexicon
+    from synth.recipes.entitycs.cldr import build_cldr_lexicon
 
     stats = build_cldr_lexicon(out, _split_languages(languages)) if languages else build_cldr_lexicon(out)
     print(json.dumps(stats))

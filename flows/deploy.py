@@ -26,11 +26,11 @@ from typing import Any, Sequence
 
 import yaml
 
-from synth.config import parse_config
+from synth.config_file import parse_config
 from synth.errors import ConfigError, SynthError
 from synth.paths import PROJECT_ROOT
+from synth.recipes import recipe_names
 
-RECIPES = ("sap", "entitycs", "cod")
 DEPLOY_TIMEOUT_S = 600
 SERVE_DEPLOYMENT_NAME = "serve"
 
@@ -200,19 +200,20 @@ def serve_deployments(recipes: Sequence[str], schedule: str | None, project_root
     """
     from prefect.deployments.runner import EntrypointType
 
-    from flows.runner import flow_for
-    from synth.config import load_config
+    from flows.recipe import recipe_flow
+    from synth.config_file import load_config
 
     check_cron(schedule)
-    unknown = [recipe for recipe in recipes if recipe not in RECIPES]
+    known = recipe_names()
+    unknown = [recipe for recipe in recipes if recipe not in known]
     if unknown:
-        raise SynthError(f"unknown recipe {unknown[0]!r}; expected one of {', '.join(RECIPES)}")
+        raise SynthError(f"unknown recipe {unknown[0]!r}; expected one of {', '.join(known)}")
     deployments = []
-    for recipe in dict.fromkeys(recipes or RECIPES):
+    for recipe in dict.fromkeys(recipes or known):
         config_file = project_root / "data" / "configs" / f"{recipe}.yaml"
         config = load_config(config_file, recipe=recipe)
         deployments.append(
-            flow_for(recipe).to_deployment(
+            recipe_flow(recipe).to_deployment(
                 name=SERVE_DEPLOYMENT_NAME,
                 parameters={"config": config.model_dump(mode="json")},
                 cron=schedule,

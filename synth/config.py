@@ -1,12 +1,13 @@
 """The run config: one YAML file per run, validated by pydantic.
 
 Every recipe shares the sections ``input``, ``languages``, ``engine``, ``sampling``, ``lid``,
-``dedup``, ``output`` and ``runner``; each adds its own section named after it (``sap``, ``entitycs``, ``cod``).
+``dedup``, ``output`` and ``runner`` (:class:`RunConfigBase`); each recipe's ``config_model`` subclasses it with
+``recipe: Literal[<name>]`` and a section named after the recipe (``synth/recipes/<name>/config.py``).
 Unknown keys are refused so a typo never silently falls back to a default.
 
 Example::
 
-    from synth.config import load_config
+    from synth.config_file import load_config
     config = load_config("data/configs/sap.yaml", overrides={"languages": ["de", "hi"]})
 """
 
@@ -16,7 +17,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -136,6 +137,11 @@ class RunnerConfig(Section):
 
 
 class RunConfigBase(Section):
+    # Dotted fields of the recipe's section that name files, with the noun errors use ("lexicon not found: …"):
+    # relative paths resolve against the config file's folder, like ``input.path``.
+    file_fields: ClassVar[dict[str, str]] = {}
+    recipe: str
+
     input: InputConfig
     languages: list[str] = Field(min_length=1, description="ISO 639-1/3 codes of target languages.")
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -160,151 +166,3 @@ class RunConfigBase(Section):
         """Hash of everything that changes what is generated (not where it goes, how many, or how it runs)."""
         payload = self.model_dump(mode="json", exclude={"output": {"dir"}, "runner": True, "input": {"limit"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class AnswerabilityOptions(Section):
-    """The optional SAP filter that asks the run's own engine whether the passage answers the query
-    (``synth.recipes.sap.answerability``)."""
-
-    enabled: bool = Field(
-        False,
-        description="Score each query that passed the other checks: p(yes) / (p(yes) + p(no)) of one token; below "
-        "threshold it is rejected as 'unanswerable' (the next candidate is tried). Off by default: the default model "
-        "(Gemma 3 270M) cannot judge: ROC AUC 0.55 on matched vs mismatched SWIM-IR exemplar pairs (bench/RESULTS.md).",
-    )
-    threshold: float = Field(0.5, ge=0, le=1, description="Minimum score of a kept query.")
-
-
-class SapOptions(Section):
-    mode: Literal["cross-lingual", "monolingual"] = Field("cross-lingual")
-    zero_shot: bool = Field(False, description="Allow languages without exemplars through the zero-shot template.")
-    summary_max_tokens: int = Field(96, ge=8)
-    query_max_tokens: int = Field(48, ge=4)
-    max_query_words: int = Field(40, ge=3, description="Longer queries are rejected as 'too_long'.")
-    shots: int | None = Field(
-        None, ge=1,
-        description="Few-shot exemplars per prompt (the first N of the exemplar files); null = all (5 cross-lingual, "
-        "3 monolingual). Fewer shots mean shorter prompts (CPU prefill time); measured in bench/RESULTS.md.",
-    )
-    answerability: AnswerabilityOptions = Field(default_factory=AnswerabilityOptions)
-
-
-class SapConfig(RunConfigBase):
-    recipe: Literal["sap"] = "sap"
-    sap: SapOptions = Field(default_factory=SapOptions)
-
-
-class EntityCSOptions(Section):
-    lexicon: str | None = Field(None, description="Lexicon Parquet; empty means the shipped CLDR lexicon.")
-    languages_per_sentence: int = Field(5, ge=1, description="Sample up to this many candidate languages.")
-    markers: Literal["lang", "entity", "none"] = Field("lang", description="<de>…</de>, <e>…</e> or no markers.")
-    llm_label_fallback: bool = Field(False, description="Ask the LLM for labels missing from the lexicon.")
-    llm_inflection_repair: bool = Field(False, description="Let the LLM inflect switched labels in context.")
-    max_words: int = Field(128, ge=1)
-
-
-class EntityCSConfig(RunConfigBase):
-    recipe: Literal["entitycs"] = "entitycs"
-    entitycs: EntityCSOptions = Field(default_factory=EntityCSOptions)
-
-
-class CodOptions(Section):
-    schema_path: str | None = Field(None, description="SGD schema JSON; default: schema.json beside the dialogues.")
-    max_attempts: int = Field(2, ge=1, description="Generations per turn before a missing slot value is rejected.")
-    turn_max_tokens: int = Field(64, ge=8)
-    max_turns: int | None = Field(None, ge=1, description="Use only the first N turns of each dialogue.")
-
-
-class CodConfig(RunConfigBase):
-    recipe: Literal["cod"] = "cod"
-    cod: CodOptions = Field(default_factory=CodOptions)
-
-
-RunConfig = Annotated[Union[SapConfig, EntityCSConfig, CodConfig], Field(discriminator="recipe")]
-CONFIG_CLASSES: dict[str, type[RunConfigBase]] = {"sap": SapConfig, "entitycs": EntityCSConfig, "cod": CodConfig}
-
-
-def _describe(error: dict[str, Any]) -> tuple[str, str]:
-    field = ".".join(str(part) for part in error["loc"])
-    kind, message = error["type"], error["msg"]
-    if kind == "extra_forbidden":
-        message = "unknown key"
-    elif kind == "missing":
-        message = "required key is missing"
-    elif kind == "value_error":
-        message = message.removeprefix("Value error, ")  # pydantic's prefix for our own validators' messages
-    return field, message
-
-
-def parse_config(data: dict[str, Any], *, source: str, recipe: str | None = None) -> RunConfigBase:
-    """Validate a config mapping; ``source`` names it in errors. ``recipe`` fills or checks ``recipe:``."""
-    if not isinstance(data, dict):
-        raise ConfigError("expected a mapping of config keys", file=source)
-    data = dict(data)
-    if recipe is not None:
-        if data.setdefault("recipe", recipe) != recipe:
-            raise ConfigError(f"config is for recipe '{data['recipe']}', not '{recipe}'", file=source, field="recipe")
-    name = data.get("recipe")
-    if name not in CONFIG_CLASSES:
-        raise ConfigError(f"expected one of {', '.join(CONFIG_CLASSES)}, got {name!r}", file=source, field="recipe")
-    try:
-        return CONFIG_CLASSES[name].model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field, message = _describe(first)
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{message}{more}", file=source, field=field) from None
-
-
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[leaf] = value
-
-
-def load_config(path: str | Path, *, recipe: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfigBase:
-    """Read a YAML run config; relative input paths resolve against the config file's folder.
-
-    ``overrides`` maps dotted keys (``"input.limit"``, ``"languages"``) to values, as the CLI flags do.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("config file not found", file=str(path))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid YAML: {str(exc).splitlines()[0]}", file=str(path)) from None
-    if not isinstance(data, dict):
-        raise ConfigError("expected a mapping of config keys", file=str(path))
-    for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(data, dotted, value)
-    config = parse_config(data, source=str(path), recipe=recipe)
-    return resolve_paths(config, base=path.parent, source=str(path))
-
-
-def resolve_paths(config: RunConfigBase, *, base: Path, source: str) -> RunConfigBase:
-    """Make relative file paths absolute against ``base`` and check that inputs exist."""
-
-    def absolute(value: str | None) -> str | None:
-        if value is None or "://" in value or Path(value).is_absolute():
-            return value  # a URL is the store's to accept or refuse, never a folder named "s3:"
-        return str((base / value).resolve())
-
-    input_ = config.input.model_copy(update={"path": absolute(config.input.path)})
-    if input_.path is not None and not Path(input_.path).exists():
-        raise ConfigError(f"input file not found: {input_.path}", file=source, field="input.path")
-    update: dict[str, Any] = {"input": input_, "output": config.output.model_copy(update={"dir": absolute(config.output.dir)})}
-    if isinstance(config, EntityCSConfig) and config.entitycs.lexicon:
-        lexicon = absolute(config.entitycs.lexicon)
-        if not Path(lexicon).exists():
-            raise ConfigError(f"lexicon not found: {lexicon}", file=source, field="entitycs.lexicon")
-        update["entitycs"] = config.entitycs.model_copy(update={"lexicon": lexicon})
-    if isinstance(config, CodConfig) and config.cod.schema_path:
-        schema = absolute(config.cod.schema_path)
-        if not Path(schema).exists():
-            raise ConfigError(f"schema not found: {schema}", file=source, field="cod.schema_path")
-        update["cod"] = config.cod.model_copy(update={"schema_path": schema})
-    return config.model_copy(update=update)

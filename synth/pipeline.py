@@ -14,7 +14,7 @@ Two roles, so that batches can run anywhere (threads, Dask or Ray workers) while
 
 Example (no Prefect)::
 
-    from synth.config import load_config
+    from synth.config_file import load_config
     from synth.pipeline import run_recipe
 
     summary = run_recipe(load_config("data/configs/sap.yaml"))
@@ -29,7 +29,7 @@ import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
@@ -52,9 +52,6 @@ from synth.store.manifest import Manifest, now_iso
 from synth.store.segments import UNIT_COLUMN, SegmentStore, new_segment_id
 from synth.store.shards import REJECTED, ShardSpec, delete_other_generations, generation_id, write_generation
 from synth.store.units import KeyBuffer, KeySet, first_of_runs, key_hex, row_fingerprint, source_key, unit_key
-
-# The input field each recipe takes its source ids from (named in the duplicated-id error).
-ID_FIELDS = {"sap": "id", "entitycs": "sentence_id", "cod": "dialogue_id"}
 
 PROVENANCE_FIELDS = [
     pa.field("recipe", pa.string()),
@@ -143,7 +140,7 @@ class _Worker:
         self.config = config
         recipe_cls = recipe_class(config.recipe)
         self.cache: CachingEngine | None = None
-        if recipe_cls(config, None, None).needs_engine:
+        if recipe_cls.needs_engine(config):
             from synth.llm import get_engine
 
             self.cache = CachingEngine(lambda: get_engine(config.engine))
@@ -155,9 +152,7 @@ class _Worker:
 
 @lru_cache(maxsize=4)
 def _worker(config_json: str, recipe: str) -> _Worker:
-    from synth.config import CONFIG_CLASSES
-
-    return _Worker(CONFIG_CLASSES[recipe].model_validate_json(config_json))
+    return _Worker(recipe_class(recipe).config_model.model_validate_json(config_json))
 
 
 def process_batch(config: RunConfigBase, out: Location | Path | str, batch: Batch) -> BatchReport:
@@ -244,6 +239,7 @@ class RecipeRun:
         self.config = config
         self.out = Location(out or config.output.dir)
         self.recipe = config.recipe
+        self.recipe_cls = recipe_class(config.recipe)
         self.lock = lock_for(self.out)
         self.store = SegmentStore(self.out, self.recipe)
         self.run_id = uuid.uuid4().hex
@@ -260,15 +256,17 @@ class RecipeRun:
         self.progress = progress.RunProgress(self.recipe)
         self._started = time.perf_counter()
 
-    def _recipe(self) -> Recipe:
-        return recipe_class(self.recipe)(self.config, None, None)
+    @cached_property
+    def planner(self) -> Recipe:
+        """The run's recipe without engine or LID: it validates, reads the input and names the schema; the workers
+        (:func:`process_batch`) have their own, with both."""
+        return self.recipe_cls(self.config, None, None)
 
     def __enter__(self) -> "RecipeRun":
         # Validate before taking the lock or touching the output: a bad config must leave OUT as it was.
-        probe = self._recipe()
-        probe.validate()
-        self.model = served_model(self.config, probe.needs_engine)
-        self.fingerprint = row_fingerprint(self.config, self.model, probe.resources())
+        self.planner.validate()
+        self.model = served_model(self.config, self.recipe_cls.needs_engine(self.config))
+        self.fingerprint = row_fingerprint(self.config, self.model, self.planner.resources())
         if not self.out.local:
             self.out.probe()
         self.lock.acquire()
@@ -298,10 +296,9 @@ class RecipeRun:
 
         ``synth run`` calls it before starting Prefect, so these errors are one line on stderr.
         """
-        probe = self._recipe()
-        probe.validate()
+        self.planner.validate()
         if self.config.engine.backend == "openai":
-            served_model(self.config, probe.needs_engine)
+            served_model(self.config, self.recipe_cls.needs_engine(self.config))
         if self.out.local:
             check_writable(Path(self.out.path()))
         else:
@@ -316,7 +313,7 @@ class RecipeRun:
     def records(self) -> Iterator[dict[str, Any]]:
         """The input records (``input.limit`` applied)."""
         limit = self.config.input.limit
-        for count, record in enumerate(self._recipe().read_records(), start=1):
+        for count, record in enumerate(self.planner.read_records(), start=1):
             yield record
             if limit is not None and count >= limit:
                 return
@@ -347,7 +344,7 @@ class RecipeRun:
                     f"duplicated id {source_id!r} (first at record {first[source_id]})",
                     file=self._source(),
                     row=row,
-                    field=ID_FIELDS.get(self.recipe, "id"),
+                    field=self.recipe_cls.id_field,
                 )
             first[source_id] = row
 
@@ -407,7 +404,7 @@ class RecipeRun:
             # Near-duplicates are found over the chosen rows in order of their ids, so the same units publish
             # the same rows whatever order their batches were committed in. The dedup settings name ``gen``:
             # changing them publishes again from the ledger, without reprocessing a unit.
-            duplicates = near_duplicates(self.store, plan, recipe_class(self.recipe).dedup_columns, self.config.dedup)
+            duplicates = near_duplicates(self.store, plan, self.recipe_cls.dedup_columns, self.config.dedup)
             shards = write_generation(
                 self.out, self.recipe, self.store, plan, gen, spec, self._rejected_schema(), duplicates
             )
@@ -433,7 +430,7 @@ class RecipeRun:
     def _rejected_schema(self) -> pa.Schema:
         """Rejected rows: the recipe's columns, ``duplicate_of`` after ``reject_reason``, then provenance."""
         fields = []
-        for recipe_field in self._recipe().schema():
+        for recipe_field in self.planner.schema():
             fields.append(recipe_field)
             if recipe_field.name == "reject_reason":
                 fields.append(DUPLICATE_OF_FIELD)

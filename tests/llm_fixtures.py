@@ -1,4 +1,5 @@
-"""Test helpers for ``synth.llm``: a scriptable fake OpenAI server and a real ``vllm serve`` process.
+"""Test helpers for ``synth.llm``: a scriptable fake OpenAI server, a tiny random test model and a real
+``vllm serve`` process.
 
 Import what a test module needs (``from llm_fixtures import FakeOpenAIServer, fake_server``); pytest
 picks up fixtures imported into a test module.
@@ -185,12 +186,54 @@ class VLLMServer:
     start_s: float
 
 
+TINY_MODEL_NAME = "tiny-llama-test"
+_TINY_SEED = 1234
+
+
+def _build_tiny(out_dir: Path) -> None:
+    """A 2-layer random Llama with the default model's tokenizer: fast to load, output is noise."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from synth.llm.model import default_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,  # head size 32: vLLM's CPU attention rejects 16
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        dtype="float32",
+    )
+    torch.manual_seed(_TINY_SEED)
+    model = LlamaForCausalLM(config).to(torch.float32)
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+
+
+def tiny_test_model_path() -> Path:
+    """Path of a tiny, seeded, randomly initialised Llama for engine tests where content does not matter (built
+    once into the model cache, beside the default model it takes its tokenizer from)."""
+    from synth.llm.model import cached_build, default_model_path
+
+    default = default_model_path()
+    name = f"{TINY_MODEL_NAME}-{default.name.rsplit('-', 1)[-1]}"
+    return cached_build(name, _build_tiny, "Preparing tiny test model…")
+
+
 def start_vllm_server(
     model_path: Path, *, timeout_s: float = 300.0
 ) -> tuple[subprocess.Popen[bytes], VLLMServer, Path]:
     """Start ``synth serve-model``'s command for ``model_path`` on 127.0.0.1; wait until /health answers."""
     from synth.llm.model import serve_model_command
-    from synth.llm.vllm_engine import cpu_environment
+    from synth.llm.device import cpu_environment
 
     port = free_port()
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"polysynth-vllm-serve-{port}.log"
@@ -242,8 +285,6 @@ def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 30.0) 
 def vllm_server() -> Iterator[VLLMServer]:
     """A real OpenAI-compatible vLLM server of the tiny test model (module-scoped; always stopped)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from synth.llm.model import tiny_test_model_path
-
     process, server, log_path = start_vllm_server(tiny_test_model_path())
     print(f"vllm server ready in {server.start_s:.1f} s (log: {log_path})", file=sys.stderr)
     try:

@@ -22,7 +22,7 @@ import yaml
 
 RUNNER = """
 import json, sys
-from synth.config import load_config
+from synth.config_file import load_config
 from synth.pipeline import run_recipe
 config = load_config(sys.argv[1], overrides=json.loads(sys.argv[2]))
 print("STARTED", flush=True)

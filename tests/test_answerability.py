@@ -15,7 +15,8 @@ import pytest
 from llm_fixtures import FakeOpenAIServer, Reply, fake_server  # noqa: F401
 
 from synth.recipes.sap.answerability import TOP_LOGPROBS, judge_request, roc_auc, score_logprobs, score_pairs
-from synth.config import EngineConfig, LidConfig, SapConfig
+from synth.config import EngineConfig, LidConfig
+from synth.recipes.sap.config import SapConfig
 from synth.filters.lid import LanguageIdentifier
 from synth.llm.base import Request, Result, Sampling, Usage
 from synth.recipes.sap.recipe import SapRecipe
@@ -237,7 +238,7 @@ def test_the_openai_engine_asks_for_and_reads_logprobs(fake_server: FakeOpenAISe
 @pytest.fixture(scope="module")
 def tiny_engine():
     from synth.llm import close_engines, get_engine
-    from synth.llm.model import tiny_test_model_path
+    from llm_fixtures import tiny_test_model_path
 
     engine = get_engine(EngineConfig(model=str(tiny_test_model_path()), dtype="float32", max_model_len=2048))
     yield engine

@@ -256,7 +256,7 @@ def test_output_of_another_config_publishes_that_config(earlier, tmp_path):
 
 
 def test_relative_output_dir_is_relative_to_the_config_file(tmp_path):
-    from synth.config import load_config
+    from synth.config_file import load_config
 
     folder = tmp_path / "configs"
     folder.mkdir()

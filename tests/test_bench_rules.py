@@ -112,7 +112,7 @@ def test_best_cached_counts_whole_blocks_shared_with_an_earlier_prompt():
 
 
 def test_sap_shots_keeps_the_first_n_exemplars():
-    from synth.config import load_config
+    from synth.config_file import load_config
     from synth.recipes.sap.recipe import SapRecipe
     from bench.common import SAP_CONFIG
 

@@ -15,7 +15,9 @@ import pyarrow as pa
 import pytest
 
 import synth.recipes.cod.localize as localize
-from synth.config import CodConfig, EngineConfig, SamplingConfig, SapConfig
+from synth.recipes.cod.config import CodConfig
+from synth.config import EngineConfig, SamplingConfig
+from synth.recipes.sap.config import SapConfig
 from synth.filters.lid import LanguageIdentifier
 from synth.llm.base import Request, Result, Sampling, Usage
 from synth.paths import DATA_DIR
@@ -173,7 +175,7 @@ def test_cod_retries_a_failing_turn_from_its_candidates(lid, no_lexicon):
 @pytest.fixture(scope="module")
 def tiny_engine():
     from synth.llm import close_engines, get_engine
-    from synth.llm.model import tiny_test_model_path
+    from tests.llm_fixtures import tiny_test_model_path
 
     engine = get_engine(EngineConfig(model=str(tiny_test_model_path()), dtype="float32", max_model_len=2048))
     yield engine

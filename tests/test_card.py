@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from synth.publish.card import build_card, dataset_configs, size_category, validate_card, write_output_readme
-from synth.config import load_config
+from synth.config_file import load_config
 from synth.llm.base import Usage
 from synth.pipeline import PROVENANCE_FIELDS, RecipeRun
 from synth.recipes.sap.recipe import SapRecipe

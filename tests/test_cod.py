@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 import synth.recipes.cod.localize as localize
-from synth.config import CodConfig
+from synth.recipes.cod.config import CodConfig
 from synth.errors import ConfigError
 from synth.llm.base import Result, Usage
 from synth.paths import DATA_DIR

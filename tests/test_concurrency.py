@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from synth.config import load_config
+from synth.config_file import load_config
 from synth.errors import OutputError
 from synth.pipeline import RecipeRun
 from tests.bad_inputs.cli_harness import CONFIGS, error_line, shard_rows, start_cli, synth_cli, temp_files

@@ -3,7 +3,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synth.config import CodConfig, EntityCSConfig, SapConfig, load_config
+from synth.recipes.cod.config import CodConfig
+from synth.recipes.entitycs.config import EntityCSConfig
+from synth.recipes.sap.config import SapConfig
+from synth.config_file import load_config
 from synth.errors import ConfigError
 from synth.paths import DATA_DIR
 

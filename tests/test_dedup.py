@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synth.config import load_config
+from synth.config_file import load_config
 from synth.filters.dedup import Deduplicator, row_texts
 from synth.paths import DATA_DIR
 from synth.pipeline import RecipeRun, process_batch, run_recipe

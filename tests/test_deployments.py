@@ -23,8 +23,9 @@ import pytest
 import yaml
 
 from flows.deploy import deploy, read_prefect_file, retarget, serve_deployments
-from synth.config import parse_config
+from synth.config_file import parse_config
 from synth.errors import SynthError
+from synth.publish.hub import PushOptions
 from tests.prefect_server import (  # noqa: F401  (prefect_api and prefect_server are fixtures)
     PrefectServer,
     background,
@@ -109,7 +110,8 @@ def test_prefect_yaml_has_one_deployment_per_recipe_and_publishing():
             assert deployment["parameters"]["config"]["recipe"] == name
         else:
             assert deployment["entrypoint"] == "flows/publish.py:publish_flow"
-            assert set(deployment["parameters"]) == {"out", "repo_id"}
+            assert set(deployment["parameters"]) == {"out", "options"}
+            PushOptions.model_validate(deployment["parameters"]["options"])  # what the flow validates it as
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -225,7 +227,7 @@ def test_a_deployment_whose_input_grew_generates_only_the_new_records(prefect_ap
     is the direct run's on the grown input."""
     from prefect.deployments import run_deployment
 
-    from synth.config import load_config
+    from synth.config_file import load_config
     from synth.pipeline import run_recipe
 
     lines = (ROOT / "data" / "samples" / "wiki_sentences.jsonl").read_text(encoding="utf-8").splitlines()

@@ -8,9 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from synth.config import EngineConfig, EntityCSConfig
+from synth.config import EngineConfig
+from synth.recipes.entitycs.config import EntityCSConfig
 from synth.errors import ConfigError, InputError
-from synth.recipes.entitycs.lexicon import CLDR_LANGUAGES, LEXICON_SCHEMA
+from synth.recipes.entitycs.cldr import CLDR_LANGUAGES
+from synth.recipes.entitycs.lexicon import LEXICON_SCHEMA
 from synth.filters.lid import LanguageIdentifier
 from synth.llm.base import Result, Usage
 from synth.paths import DATA_DIR
@@ -220,12 +222,12 @@ def test_validation(tmp_path):
 
 def test_engine_only_when_an_llm_pass_is_on():
     plain = make_recipe(SAMPLE, ["de"])
-    assert plain.needs_engine is False and plain.prompt_version == "entitycs/v1"
+    assert plain.needs_engine(plain.config) is False and plain.prompt_version == "entitycs/v1"
     fallback = make_recipe(SAMPLE, ["de"], llm_label_fallback=True)
-    assert fallback.needs_engine is True
+    assert fallback.needs_engine(fallback.config) is True
     assert fallback.prompt_version == "entitycs/v1+entitycs/label_fallback.v1@v1"
     repair = make_recipe(SAMPLE, ["de"], llm_inflection_repair=True)
-    assert repair.needs_engine and repair.prompt_version.endswith("+entitycs/inflection_repair.v1@v1")
+    assert repair.needs_engine(repair.config) and repair.prompt_version.endswith("+entitycs/inflection_repair.v1@v1")
 
 
 class FakeEngine:

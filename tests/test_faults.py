@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from synth.config import load_config
+from synth.config_file import load_config
 from synth.errors import EngineError
 from synth.pipeline import IncompleteRunError, run_recipe
 from synth.store.segments import SegmentStore

@@ -20,7 +20,7 @@ import pytest
 from huggingface_hub import DatasetCard, constants
 
 from synth.publish.card import build_card, validate_card
-from synth.publish.hub import HubError, PlannedFile, plan_commits, push
+from synth.publish.hub import HubError, PlannedFile, PushOptions, plan_commits, push
 from synth.store.manifest import Manifest
 from tests.hub_server import HubStandIn
 from tests.test_card import make_output
@@ -69,7 +69,7 @@ def _every_file_text(root: Path) -> str:
 def test_push_then_load_back_through_the_hub(hub, tmp_path):
     out = tmp_path / "out"
     make_output(out, languages=("de", "hi"), rows=5, rejected=2)
-    result = push(out, REPO)
+    result = push(out, PushOptions(repo_id=REPO))
     assert result.user == "tester" and len(result.commit_urls) == 1
     remote = hub.files(REPO)
     # shards of kept rows, the card and the provenance manifest; no rejected rows, no .work/.lock/.push
@@ -96,10 +96,10 @@ def test_push_then_load_back_through_the_hub(hub, tmp_path):
 
 def test_second_push_sends_nothing(hub, tmp_path):
     make_output(tmp_path, rows=5, rejected=2)
-    push(tmp_path, REPO, include_rejected=True)
+    push(tmp_path, PushOptions(repo_id=REPO, include_rejected=True))
     history = hub.history(REPO)
     hub.reset_requests()
-    again = push(tmp_path, REPO, include_rejected=True)
+    again = push(tmp_path, PushOptions(repo_id=REPO, include_rejected=True))
     assert again.uploads == [] and again.deletes == [] and again.commits == [] and again.commit_urls == []
     assert hub.count("preupload", "lfs_batch", "lfs_upload", "commit", "validate_yaml") == 0
     assert hub.history(REPO) == history
@@ -110,13 +110,13 @@ def test_commit_failure_then_retry_converges(hub, tmp_path):
     make_output(tmp_path, rows=5, rejected=2)
     hub.fail_next("commit")
     with pytest.raises(HubError) as failed:
-        push(tmp_path, REPO)
+        push(tmp_path, PushOptions(repo_id=REPO))
     assert failed.value.transient and "\n" not in str(failed.value)
     assert _parquet_paths(hub.files(REPO)) == set()  # nothing committed
     uploaded = hub.count("lfs_upload")
     assert uploaded == len(_local_shards(tmp_path))
     hub.reset_requests()
-    push(tmp_path, REPO)
+    push(tmp_path, PushOptions(repo_id=REPO))
     assert hub.count("lfs_upload") == 0  # the Hub kept the LFS objects of the failed attempt
     assert hub.count("commit") == 1
     assert _parquet_paths(hub.files(REPO)) == _local_shards(tmp_path)
@@ -126,8 +126,8 @@ def test_push_killed_between_commits_converges(hub, tmp_path):
     """A push in another process is SIGKILLed while its second commit is in flight; a rerun finishes the job."""
     make_output(tmp_path, languages=("de", "hi", "sw"), rows=5, rejected=0, shard_rows=3)  # 2 shards per config
     script = (
-        "from pathlib import Path; from synth.publish.hub import push; "
-        f"push(Path({str(tmp_path)!r}), {REPO!r}, max_files_per_commit=2)"
+        "from pathlib import Path; from synth.publish.hub import PushOptions, push; "
+        f"push(Path({str(tmp_path)!r}), PushOptions(repo_id={REPO!r}), max_files_per_commit=2)"
     )
     env = dict(os.environ, HF_ENDPOINT=hub.endpoint, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1", HF_TOKEN=TOKEN,
                HF_HOME=str(tmp_path / "hf-home"))
@@ -145,7 +145,7 @@ def test_push_killed_between_commits_converges(hub, tmp_path):
     assert _parquet_paths(hub.files(REPO)) == {p for p in _local_shards(tmp_path) if "/de/" in p}
     assert (tmp_path / ".lock").exists()  # left by the killed push: the rerun takes the stale lock over
     hub.reset_requests()
-    result = push(tmp_path, REPO, max_files_per_commit=2)
+    result = push(tmp_path, PushOptions(repo_id=REPO), max_files_per_commit=2)
     assert {f.config for f in result.uploads if f.config} == {"sap-hi", "sap-sw"}
     assert hub.count("lfs_upload") == 2  # sw only: hi's LFS objects reached the Hub before the kill
     assert _parquet_paths(hub.files(REPO)) == _local_shards(tmp_path)
@@ -166,10 +166,10 @@ def test_concurrent_commit_fails_the_push_instead_of_being_overwritten(hub, tmp_
 
     monkeypatch.setattr(HfApi, "list_repo_tree", listing_then_someone_commits)
     with pytest.raises(HubError, match="branch changed while pushing") as error:
-        push(tmp_path, REPO)
+        push(tmp_path, PushOptions(repo_id=REPO))
     assert error.value.transient and hub.history(REPO)[0] == "elsewhere"
     monkeypatch.setattr(HfApi, "list_repo_tree", listing)
-    push(tmp_path, REPO)  # a rerun publishes on top of the other commit
+    push(tmp_path, PushOptions(repo_id=REPO))  # a rerun publishes on top of the other commit
     assert {"notes.md", "README.md"} <= set(hub.files(REPO))
 
 
@@ -177,7 +177,7 @@ def test_token_missing_is_one_line_and_sends_nothing(hub, tmp_path, monkeypatch)
     make_output(tmp_path, languages=("de",), rows=2, rejected=0)
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(HubError) as error:
-        push(tmp_path, REPO)
+        push(tmp_path, PushOptions(repo_id=REPO))
     message = str(error.value)
     assert "\n" not in message and "HF_TOKEN" in message and "hf auth login" in message
     assert hub.requests == []
@@ -188,7 +188,7 @@ def test_invalid_token_is_rejected_before_any_work(hub, tmp_path, monkeypatch):
     wrong = "hf_WrongToken9876543210zyxwvu"
     monkeypatch.setenv("HF_TOKEN", wrong)
     with pytest.raises(HubError, match=r"token was rejected \(401\)") as error:
-        push(tmp_path, REPO)
+        push(tmp_path, PushOptions(repo_id=REPO))
     assert wrong not in str(error.value) and "\n" not in str(error.value)
     assert [r.kind for r in hub.requests] == ["whoami"]
 
@@ -200,12 +200,12 @@ def test_token_never_appears_in_outputs_logs_or_errors(hub, tmp_path, caplog, ca
     # A server error that echoes the credentials must come out scrubbed.
     hub.fail_next("commit", message=f"bad request from Bearer {TOKEN} ({TOKEN})")
     with pytest.raises(HubError) as error:
-        push(out, REPO)
+        push(out, PushOptions(repo_id=REPO))
     assert TOKEN not in str(error.value) and "***" in str(error.value)
     # (The HTTP library's own debug log shows that echoing response as received: not ours to scrub.)
     caplog.clear()
     capfd.readouterr()
-    result = push(out, REPO, include_rejected=True)
+    result = push(out, PushOptions(repo_id=REPO, include_rejected=True))
     texts = [
         str(error.value),
         json.dumps(result.as_dict()),
@@ -223,7 +223,7 @@ def test_dry_run_touches_no_network_and_needs_no_token(hub, tmp_path, monkeypatc
     make_output(tmp_path, rows=5, rejected=2)
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # any request would raise
-    result = push(tmp_path, REPO, dry_run=True, include_rejected=True)
+    result = push(tmp_path, PushOptions(repo_id=REPO, dry_run=True, include_rejected=True))
     assert hub.requests == []
     assert result.dry_run and not result.remote_checked and result.commit_urls == []
     assert {f.path for f in result.uploads} == _local_shards(tmp_path, rejected=True) | {"README.md", "manifest.json"}
@@ -235,7 +235,7 @@ def test_dry_run_touches_no_network_and_needs_no_token(hub, tmp_path, monkeypatc
     assert all(needle in text for needle in needles), text
     assert json.loads(json.dumps(result.as_dict()))["configs"]["sap-hi"]["rows"] == 5
     with pytest.raises(HubError, match="HF_HUB_OFFLINE is set"):  # a real push says why it cannot go online
-        push(tmp_path, REPO)
+        push(tmp_path, PushOptions(repo_id=REPO))
     assert hub.requests == []
 
 
@@ -244,11 +244,11 @@ def test_incomplete_run_is_refused_unless_allowed(hub, tmp_path):
     manifest = Manifest(tmp_path)
     manifest.set_status("cod", "running")  # a second recipe still running in the same output
     with pytest.raises(HubError, match=r"not every recipe is complete: cod \(running\).*--allow-incomplete"):
-        push(tmp_path, REPO)
+        push(tmp_path, PushOptions(repo_id=REPO))
     with pytest.raises(HubError, match="not every recipe is complete"):
-        push(tmp_path, REPO, dry_run=True)
+        push(tmp_path, PushOptions(repo_id=REPO, dry_run=True))
     assert hub.requests == []
-    result = push(tmp_path, REPO, allow_incomplete=True)  # publishes what is finished: sap
+    result = push(tmp_path, PushOptions(repo_id=REPO, allow_incomplete=True))  # publishes what is finished: sap
     assert list(result.configs) == ["sap-de"]
     assert _parquet_paths(hub.files(REPO)) == _local_shards(tmp_path)
 
@@ -256,15 +256,15 @@ def test_incomplete_run_is_refused_unless_allowed(hub, tmp_path):
 def test_running_recipe_without_shards_has_nothing_to_publish(hub, tmp_path):
     make_output(tmp_path, languages=("de",), rows=3, rejected=0, finish=False)
     with pytest.raises(HubError, match="no finished shards"):
-        push(tmp_path, REPO, allow_incomplete=True)
+        push(tmp_path, PushOptions(repo_id=REPO, allow_incomplete=True))
 
 
 def test_changed_output_replaces_stale_remote_shards(hub, tmp_path):
     big, small = tmp_path / "big", tmp_path / "small"
     make_output(big, languages=("de", "hi"), rows=5, rejected=2, shard_rows=3)  # of-00002 shards
-    push(big, REPO, include_rejected=True)
+    push(big, PushOptions(repo_id=REPO, include_rejected=True))
     make_output(small, languages=("de",), rows=2, rejected=1, shard_rows=3)  # of-00001, no hi
-    result = push(small, REPO)  # rejected rows no longer included either
+    result = push(small, PushOptions(repo_id=REPO))  # rejected rows no longer included either
     remote = hub.files(REPO)
     assert _parquet_paths(remote) == _local_shards(small)
     assert set(result.deletes) == _local_shards(big, rejected=True)
@@ -277,18 +277,18 @@ def test_data_of_other_recipes_is_kept_and_reported(hub, tmp_path):
     from huggingface_hub import CommitOperationAdd, HfApi
 
     make_output(tmp_path, languages=("de",), rows=2, rejected=0)
-    push(tmp_path, REPO)
+    push(tmp_path, PushOptions(repo_id=REPO))
     foreign = "cod/ar/train-00000-of-00001.parquet"
     api = HfApi(endpoint=hub.endpoint, token=TOKEN)
     api.create_commit(REPO, [CommitOperationAdd(foreign, b"PAR1 not ours")], commit_message="x", repo_type="dataset")
-    result = push(tmp_path, REPO)
+    result = push(tmp_path, PushOptions(repo_id=REPO))
     assert result.untracked == [foreign] and result.deletes == [] and foreign in hub.files(REPO)
     assert "1 data file(s) of recipes not in this output" in result.describe()
 
 
 def test_large_push_is_split_into_config_commits(hub, tmp_path):
     make_output(tmp_path, languages=("de", "hi", "sw"), rows=5, rejected=0, shard_rows=3)  # 2 shards each
-    result = push(tmp_path, REPO, max_files_per_commit=4)
+    result = push(tmp_path, PushOptions(repo_id=REPO), max_files_per_commit=4)
     titles = hub.history(REPO)[: len(result.commits)][::-1]
     assert [c.title for c in result.commits] == titles == [
         "polysynth: publish sap-de, sap-hi (1/2)",  # whole configs per commit
@@ -317,10 +317,10 @@ def test_plan_commits_slices_only_oversized_configs():
 
 def test_revision_branch_and_pull_request(hub, tmp_path):
     make_output(tmp_path, languages=("de", "hi"), rows=5, rejected=0)
-    push(tmp_path, REPO, revision="dev")
+    push(tmp_path, PushOptions(repo_id=REPO, revision="dev"))
     assert _parquet_paths(hub.files(REPO, "dev")) == _local_shards(tmp_path)
     assert _parquet_paths(hub.files(REPO, "main")) == set()
-    result = push(tmp_path, REPO, create_pr=True, max_files_per_commit=2)
+    result = push(tmp_path, PushOptions(repo_id=REPO, create_pr=True), max_files_per_commit=2)
     assert len(result.commits) > 1 and result.pr_url.endswith("/discussions/1")
     assert _parquet_paths(hub.files(REPO, "refs/pr/1")) == _local_shards(tmp_path)  # every slice in one PR
     assert _parquet_paths(hub.files(REPO, "main")) == set()
@@ -329,23 +329,23 @@ def test_revision_branch_and_pull_request(hub, tmp_path):
 
 def test_private_repo_and_bad_repo_id(hub, tmp_path):
     make_output(tmp_path, languages=("de",), rows=2, rejected=0)
-    push(tmp_path, REPO, private=True)
+    push(tmp_path, PushOptions(repo_id=REPO, private=True))
     assert hub.repos[("dataset", REPO)].private
     for bad in ("no-namespace", "a/b/c", "org/bad name"):
         with pytest.raises(HubError, match="repo id"):
-            push(tmp_path, bad, dry_run=True)
+            push(tmp_path, PushOptions(repo_id=bad, dry_run=True))
 
 
 def test_not_an_output_directory(tmp_path):
     with pytest.raises(HubError, match="no manifest.json"):
-        push(tmp_path, REPO, dry_run=True)
+        push(tmp_path, PushOptions(repo_id=REPO, dry_run=True))
 
 
 def test_push_real_entitycs_output(hub, tmp_path):
     """The EntityCS recipe (no LLM) on real sentences, pushed and read back."""
     # The shipped sample the config reads: its absence is a failure, never a skip.
     assert (ROOT / "data" / "samples" / "wiki_sentences.jsonl").is_file()
-    from synth.config import load_config
+    from synth.config_file import load_config
     from synth.pipeline import run_recipe
 
     out = tmp_path / "entitycs"
@@ -353,7 +353,7 @@ def test_push_real_entitycs_output(hub, tmp_path):
         ROOT / "data" / "configs" / "entitycs.yaml", overrides={"input.limit": 50, "output.dir": str(out)}
     )
     summary = run_recipe(config)
-    result = push(out, "org/polysynth-entitycs")
+    result = push(out, PushOptions(repo_id="org/polysynth-entitycs"))
     assert result.configs and _parquet_paths(hub.files("org/polysynth-entitycs")) == {
         s["path"] for s in summary.shards if s["group"] != "_rejected"
     }
@@ -376,9 +376,9 @@ def test_publish_flow_pushes_and_attaches_a_token_free_artifact(hub, tmp_path, m
     make_output(tmp_path, rows=4, rejected=1)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        summary = publish_flow(out=str(tmp_path), repo_id=REPO)
+        summary = publish_flow(out=str(tmp_path), options=PushOptions(repo_id=REPO))
         artifact = Artifact.get("publish-org-polysynth-sap")
-        again = publish_flow(out=str(tmp_path), repo_id=REPO)
+        again = publish_flow(out=str(tmp_path), options=PushOptions(repo_id=REPO))
     assert summary["commit_urls"] and {u["path"] for u in summary["uploads"]} >= _local_shards(tmp_path)
     assert again["uploads"] == [] and again["commit_urls"] == []
     assert artifact is not None and "Pushed to `org/polysynth-sap`" in artifact.data
@@ -393,7 +393,7 @@ def test_generate_and_publish_flow_runs_the_recipe_then_pushes(hub, tmp_path, mo
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.publish import generate_and_publish_flow
-    from synth.config import load_config
+    from synth.config_file import load_config
 
     config = load_config(
         ROOT / "data" / "configs" / "entitycs.yaml",
@@ -401,7 +401,7 @@ def test_generate_and_publish_flow_runs_the_recipe_then_pushes(hub, tmp_path, mo
     )
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        summary = generate_and_publish_flow(config=config, repo_id="org/polysynth-entitycs")
+        summary = generate_and_publish_flow(config=config, options=PushOptions(repo_id="org/polysynth-entitycs"))
     kept = {s["path"] for s in summary["run"]["shards"] if s["group"] != "_rejected"}
     assert kept and _parquet_paths(hub.files("org/polysynth-entitycs")) == kept
     assert summary["publish"]["commit_urls"]

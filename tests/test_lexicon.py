@@ -10,18 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import synth.recipes.entitycs.lexicon as lexicon_module
+import synth.recipes.entitycs.wikidata as wikidata_module
 from synth.errors import ConfigError, InputError
-from synth.recipes.entitycs.lexicon import (
-    CLDR_LANGUAGES,
-    DEFAULT_LEXICON,
-    LEXICON_SCHEMA,
-    build_cldr_lexicon,
-    build_from_wikidata_dump,
-    label_for,
-    load_default_lexicon,
-    load_lexicon,
-)
+from synth.recipes.entitycs.cldr import CLDR_LANGUAGES, build_cldr_lexicon
+from synth.recipes.entitycs.lexicon import DEFAULT_LEXICON, LEXICON_SCHEMA, label_for, load_default_lexicon, load_lexicon
+from synth.recipes.entitycs.wikidata import build_from_wikidata_dump
 from synth.filters.lid import check_script
 from synth.paths import DATA_DIR, PROJECT_ROOT
 from synth.sources.wikipedia import DEFAULT_DUMP
@@ -88,7 +81,7 @@ def test_build_resumes_after_a_crash(tmp_path, monkeypatch):
     build_from_wikidata_dump(FIXTURE, clean, {"de", "ja"}, part_rows=4)
 
     out = tmp_path / "resumed.parquet"
-    real_write = lexicon_module._write_table
+    real_write = wikidata_module.write_lexicon
     calls = []
 
     def crash_on_third_part(rows, path):
@@ -97,14 +90,14 @@ def test_build_resumes_after_a_crash(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the process dies while writing part 3
         real_write(rows, path)
 
-    monkeypatch.setattr(lexicon_module, "_write_table", crash_on_third_part)
+    monkeypatch.setattr(wikidata_module, "write_lexicon", crash_on_third_part)
     with pytest.raises(KeyboardInterrupt):
         build_from_wikidata_dump(FIXTURE, out, {"de", "ja"}, part_rows=4)
     checkpoint = json.loads((tmp_path / "resumed.parquet.parts" / "checkpoint.json").read_text())
     assert checkpoint["parts"] == ["part-00000.parquet", "part-00001.parquet"]
     assert not out.exists()
 
-    monkeypatch.setattr(lexicon_module, "_write_table", real_write)
+    monkeypatch.setattr(wikidata_module, "write_lexicon", real_write)
     stats = build_from_wikidata_dump(FIXTURE, out, {"de", "ja"}, part_rows=4)
     assert stats["resumed_from_line"] == checkpoint["lines_done"] > 0
     assert stats["entities"] == 23 and stats["parts"] == 6
@@ -122,7 +115,7 @@ def test_checkpoint_of_another_build_is_refused(tmp_path):
 
 MEMORY_PROBE = """
 import gzip, json, resource, sys
-from synth.recipes.entitycs.lexicon import build_from_wikidata_dump
+from synth.recipes.entitycs.wikidata import build_from_wikidata_dump
 n, folder = int(sys.argv[1]), sys.argv[2]
 dump = f"{folder}/dump-{n}.json.gz"
 with gzip.open(dump, "wt", encoding="utf-8", compresslevel=1) as handle:

@@ -14,8 +14,8 @@ from llm_fixtures import FakeOpenAIServer, fake_server  # noqa: F401
 
 from synth.config import EngineConfig
 from synth.llm import close_engines, get_engine
-from synth.llm.model import _cached_build, resolve_model, serve_model_command
-from synth.llm.vllm_engine import cuda_available
+from synth.llm.model import cached_build, resolve_model, serve_model_command
+from synth.llm.device import cuda_available
 
 
 def test_import_does_not_load_vllm() -> None:
@@ -63,7 +63,7 @@ def test_cached_build_is_atomic_and_built_once(tmp_path: Path, monkeypatch: pyte
         raise KeyboardInterrupt  # a killed conversion
 
     with pytest.raises(KeyboardInterrupt):
-        _cached_build("m", failing, "building")
+        cached_build("m", failing, "building")
     assert [p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")] == []
 
     def slow(out: Path) -> None:
@@ -72,7 +72,7 @@ def test_cached_build_is_atomic_and_built_once(tmp_path: Path, monkeypatch: pyte
         (out / "weights").write_text("ok")
 
     paths: list[Path] = []
-    threads = [threading.Thread(target=lambda: paths.append(_cached_build("m", slow, "building"))) for _ in range(3)]
+    threads = [threading.Thread(target=lambda: paths.append(cached_build("m", slow, "building"))) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -26,7 +26,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _tiny_sap_config(tmp_path: Path, batch_size: int, query_max_tokens: int = 6) -> Path:
-    from synth.llm.model import tiny_test_model_path
+    from tests.llm_fixtures import tiny_test_model_path
 
     config = yaml.safe_load((DATA_DIR / "configs" / "sap.yaml").read_text())
     config["input"]["path"] = str(DATA_DIR / "samples" / "wiki_passages.jsonl")

@@ -20,7 +20,8 @@ from llm_fixtures import vllm_server  # noqa: F401  (module-scoped: a vllm serve
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import synth.llm  # noqa: E402
-from synth.config import EngineConfig, LidConfig, load_config  # noqa: E402
+from synth.config import EngineConfig, LidConfig  # noqa: E402
+from synth.config_file import load_config
 from synth.filters.lid import LanguageIdentifier  # noqa: E402
 from synth.llm.base import Result, Usage  # noqa: E402
 from synth.llm.prompt_format import model_prompt_format, resolve_prompt_format  # noqa: E402
@@ -91,7 +92,7 @@ def write_model_dir(path: Path, chat_template: str | None) -> Path:
 
 
 def test_auto_picks_completion_for_the_shipped_base_model():
-    from synth.llm.model import tiny_test_model_path
+    from llm_fixtures import tiny_test_model_path
 
     assert resolve_prompt_format(EngineConfig()) == "completion"  # Gemma 3 270M base: measured, see README
     # The tiny model's tokenizer has the Gemma chat template the base model was given, but nothing says instruct.
@@ -255,7 +256,7 @@ def published_rows(out: Path) -> list[dict]:
 
 
 def test_switching_completion_to_chat_on_the_same_output_reuses_no_answer(tmp_path, monkeypatch):
-    from synth.llm.model import tiny_test_model_path
+    from llm_fixtures import tiny_test_model_path
 
     engine = RecordingEngine()
     monkeypatch.setattr(synth.llm, "get_engine", lambda config: engine)
@@ -288,7 +289,7 @@ def test_switching_completion_to_chat_on_the_same_output_reuses_no_answer(tmp_pa
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from synth.llm.model import tiny_test_model_path
+    from llm_fixtures import tiny_test_model_path
 
     return AutoTokenizer.from_pretrained(str(tiny_test_model_path()))
 
@@ -302,7 +303,7 @@ def templated_ids(tokenizer, messages) -> list[int]:
 @pytest.mark.slow  # the in-process engine starts in ~20 s (minutes on a loaded machine)
 def test_in_process_engine_renders_chat_through_the_template(tmp_path, monkeypatch, tokenizer):
     import synth.llm.vllm_engine as vllm_engine
-    from synth.llm.model import tiny_test_model_path
+    from llm_fixtures import tiny_test_model_path
 
     seen: dict[str, list[int]] = {}
     real_result = vllm_engine._result

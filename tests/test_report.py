@@ -16,16 +16,14 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from synth.config import load_config
+from synth.config_file import load_config
 from synth.errors import OutputError
 from synth.paths import DATA_DIR
 from synth.pipeline import run_recipe
-from synth.recipes import RECIPES
 from synth.report.html import (
     KEPT_SAMPLES_PER_LANGUAGE,
     MIN_LINE_POINTS,
     REJECTED_SAMPLES_PER_REASON,
-    VIEWS,
     report_data,
 )
 
@@ -38,7 +36,7 @@ PREFIX_CHARS = 80
 @pytest.fixture(scope="module")
 def output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One output with two real runs, and its report written by ``synth report``."""
-    from synth.llm.model import tiny_test_model_path
+    from tests.llm_fixtures import tiny_test_model_path
 
     out = tmp_path_factory.mktemp("report") / "out"
     entitycs = {"input.limit": 60, "output.dir": str(out)}
@@ -135,10 +133,6 @@ def test_report_matches_manifest(output: Path) -> None:
     # the SAP run committed one batch: its throughput is a number, not a one-point line
     assert 0 < len(data["sap"].batch_rates) < MIN_LINE_POINTS
     assert "too few for a line" in page and "sap-throughput" not in page
-
-
-def test_every_recipe_has_a_view() -> None:
-    assert set(VIEWS) == set(RECIPES)
 
 
 def test_report_renders_in_chromium(output: Path, tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ COD = DATA_DIR / "configs" / "cod.yaml"
 
 
 def _tiny_engine() -> dict:
-    from synth.llm.model import tiny_test_model_path
+    from tests.llm_fixtures import tiny_test_model_path
 
     return {"engine.model": str(tiny_test_model_path()), "engine.dtype": "float32", "engine.max_model_len": 2048}
 

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from synth.config import SapConfig
+from synth.recipes.sap.config import SapConfig
 from synth.errors import ConfigError, InputError
 from synth.llm.base import Result
 from synth.recipes.sap.recipe import (

@@ -70,7 +70,7 @@ def test_sap_a_language_a_lid_threshold_and_a_template_cost_only_what_they_chang
 
     import yaml
 
-    from synth.llm.model import tiny_test_model_path
+    from tests.llm_fixtures import tiny_test_model_path
 
     config = yaml.safe_load((DATA_DIR / "configs" / "sap.yaml").read_text())
     config["input"]["path"] = str(DATA_DIR / "samples" / "wiki_passages.jsonl")

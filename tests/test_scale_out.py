@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.runner import run_flow
-from synth.config import load_config
+from flows.recipe import run_flow
+from synth.config_file import load_config
 from synth.store.location import Location
 from tests.llm_fixtures import start_vllm_server, stop_process_group
 from tests.s3_server import make_bucket, s3_server
@@ -54,7 +54,7 @@ def _rows(summary: dict) -> list[tuple]:
 def test_dask_over_two_servers_into_s3_writes_the_single_process_rows(tmp_path, monkeypatch):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from synth.llm.model import tiny_test_model_path
+    from tests.llm_fixtures import tiny_test_model_path
 
     model = tiny_test_model_path()
     started: list = [None, None]

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from synth.config import load_config
+from synth.config_file import load_config
 from synth.paths import DATA_DIR
 from synth.pipeline import run_recipe
 
@@ -34,7 +34,7 @@ HOLDER = (
 IN_FLIGHT = """
 import sys, time
 from synth.report.browse import record_run_start
-from synth.config import load_config
+from synth.config_file import load_config
 from synth.paths import DATA_DIR
 from synth.pipeline import RecipeRun, process_batch
 
@@ -49,7 +49,7 @@ time.sleep(120)
 
 
 def _tiny_engine() -> dict:
-    from synth.llm.model import tiny_test_model_path
+    from tests.llm_fixtures import tiny_test_model_path
 
     return {"engine.model": str(tiny_test_model_path()), "engine.dtype": "float32", "engine.max_model_len": 2048}
 

@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from synth.config import load_config
+from synth.config_file import load_config
 from synth.errors import OutputError
 from synth.pipeline import RecipeRun, drive, process_batch, run_recipe, _Done
 from synth.store.segments import SegmentStore

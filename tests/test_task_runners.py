@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.runner import run_flow
-from synth.config import load_config
+from flows.recipe import run_flow
+from synth.config_file import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT, BATCH_SIZE = 80, 16  # 5 batches: more tasks than Dask workers
@@ -92,7 +92,7 @@ def test_flow_loaded_from_its_entrypoint_uses_the_configured_dask_runner(
     """What a worker or `prefect serve` runs: the flow from its file, without run_flow's with_options."""
     from prefect.flows import load_flow_from_entrypoint
 
-    flow = load_flow_from_entrypoint(f"{ROOT / 'flows' / 'entitycs.py'}:entitycs_flow")
+    flow = load_flow_from_entrypoint(f"{ROOT / 'flows' / 'recipe.py'}:entitycs_flow")
     summary = flow(config=_config(tmp_path / "deployed", "dask"))
     assert summary["units_generated"] == LIMIT
     assert dask_submits == ["generate-batch"] * BATCHES, "runner.task_runner: dask was ignored"

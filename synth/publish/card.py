@@ -33,12 +33,13 @@ import pyarrow.parquet as pq
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from synth.recipes import recipe_class
+from synth.recipes.base import RecipeCard
 from synth.store.location import Location
 from synth.store.manifest import Manifest
 from synth.store.shards import REJECTED
 
 LICENSE = "cc-by-sa-4.0"
-PROVENANCE_COLUMNS = ("model", "prompt_version", "sampling", "seed")
 # The Hub's official task categories (its /api/validate-yaml warns on anything else; "conversational" was
 # dropped in 2024). Source: huggingface.js packages/tasks, as quoted by the Hub's metadata warning.
 HUB_TASK_CATEGORIES = frozenset(
@@ -53,134 +54,9 @@ HUB_TASK_CATEGORIES = frozenset(
     text-to-3d image-to-3d image-feature-extraction other""".split()
 )
 
-SWIM_IR_BIBTEX = """@article{thakur2023leveraging,
-  title   = {Leveraging {LLMs} for Synthesizing Training Data Across Many Languages in Multilingual Dense Retrieval},
-  author  = {Thakur, Nandan and Ni, Jianmo and Hern{\\'a}ndez {\\'A}brego, Gustavo and Wieting, John and Lin, Jimmy and Cer, Daniel},
-  journal = {arXiv preprint arXiv:2311.05800},
-  year    = {2023},
-  url     = {https://arxiv.org/abs/2311.05800}
-}"""
-ENTITYCS_BIBTEX = """@inproceedings{whitehouse-etal-2022-entitycs,
-  title     = {{E}ntity{CS}: Improving Zero-Shot Cross-lingual Transfer with Entity-Centric Code Switching},
-  author    = {Whitehouse, Chenxi and Christopoulou, Fenia and Iacobacci, Ignacio},
-  booktitle = {Findings of the Association for Computational Linguistics: EMNLP 2022},
-  year      = {2022},
-  address   = {Abu Dhabi, United Arab Emirates},
-  publisher = {Association for Computational Linguistics},
-  pages     = {6698--6714},
-  doi       = {10.18653/v1/2022.findings-emnlp.499},
-  url       = {https://aclanthology.org/2022.findings-emnlp.499}
-}"""
-COD_BIBTEX = """@article{majewska-etal-2023-cross,
-  title   = {Cross-Lingual Dialogue Dataset Creation via Outline-Based Generation},
-  author  = {Majewska, Olga and Razumovskaia, Evgeniia and Ponti, Edoardo M. and Vuli{\\'c}, Ivan and Korhonen, Anna},
-  journal = {Transactions of the Association for Computational Linguistics},
-  volume  = {11},
-  pages   = {139--156},
-  year    = {2023},
-  doi     = {10.1162/tacl_a_00539},
-  url     = {https://aclanthology.org/2023.tacl-1.9}
-}"""
-
-
-@dataclass(frozen=True)
-class RecipeCard:
-    """What the card says about one recipe: method, Hub metadata, sources and the paper to cite."""
-
-    title: str
-    method: str
-    task_categories: tuple[str, ...]
-    tags: tuple[str, ...]
-    source_dataset: str
-    sources: str
-    citation: str
-    # CC BY-SA sources the recipe's rows derive from (the reason for the card's license).
-    share_alike_sources: tuple[str, ...] = ()
-    limitation: str = ""
-    # Languages of source text that rows carry besides their target language.
-    source_language_column: str | None = None
-    fixed_source_languages: tuple[str, ...] = ()
-
-
-RECIPES: dict[str, RecipeCard] = {
-    "sap": RecipeCard(
-        title="SAP summarize-then-ask retrieval queries (SWIM-IR)",
-        method=(
-            "For each passage the model first writes an extractive English summary, then, from passage and "
-            "summary, one question per target language (summarize-then-ask prompting, Thakur et al., 2023). "
-            "Cross-lingual mode is 5-shot with the XOR-Retrieve / XTREME-UP exemplars of SWIM-IR; monolingual "
-            "mode is 3-shot with the MIRACL exemplars of the passage's language. Each row pairs a query with the "
-            "passage it was generated from (a positive for retrieval training)."
-        ),
-        task_categories=("text-retrieval",),
-        tags=("swim-ir", "query-generation", "cross-lingual-retrieval"),
-        source_dataset="extended|wikipedia",
-        sources=(
-            "Passages: Wikipedia (CC BY-SA 4.0; authors in each article's history). Few-shot exemplars: "
-            "SWIM-IR (CC BY-SA 4.0)."
-        ),
-        citation=SWIM_IR_BIBTEX,
-        share_alike_sources=("Wikipedia text", "SWIM-IR exemplars"),
-        limitation=(
-            "SAP queries can be generic or only loosely tied to their passage; the passage is a positive, not a "
-            "verified unique answer, and no hard negatives are included."
-        ),
-        source_language_column="passage_lang",
-    ),
-    "entitycs": RecipeCard(
-        title="EntityCS entity-level code-switching",
-        method=(
-            "English Wikipedia sentences whose entity mentions are linked to Wikidata have every mention "
-            "replaced by the entity's label in one other language, so each sentence is code-switched at the "
-            "entity level only (Whitehouse et al., 2022). The corpus is meant for entity-centric masked-language "
-            "pre-training (entity prediction) and cross-lingual alignment."
-        ),
-        # EntityCS data trains masked entity prediction; the switched spans are entity translations.
-        task_categories=("fill-mask", "translation"),
-        tags=("code-switching", "entitycs", "wikidata"),
-        source_dataset="extended|wikipedia",
-        sources=(
-            "Sentences: English Wikipedia (CC BY-SA 4.0; authors in each article's history). Entity labels: the "
-            "configured lexicon (by default CLDR names through babel, Unicode License v3)."
-        ),
-        citation=ENTITYCS_BIBTEX,
-        share_alike_sources=("Wikipedia text",),
-        limitation=(
-            "EntityCS labels come from a lexicon: they can be missing, ambiguous, or uninflected in context "
-            "(which breaks agreement in morphologically rich languages)."
-        ),
-        fixed_source_languages=("en",),
-    ),
-    "cod": RecipeCard(
-        title="COD outline-based task-oriented dialogues",
-        method=(
-            "Schema-Guided Dialogue (SGD) dialogues are turned into per-turn natural-language outlines (intent, "
-            "slots and values), and the model writes each turn in the target language from its outline, as in "
-            "Cross-lingual Outline-based Dialogue (Majewska et al., 2023); slot values are localised, and turns "
-            "that lose a required value are rejected."
-        ),
-        # "conversational" is no longer a Hub task category: dialogue generation is listed as text-generation.
-        task_categories=("text-generation",),
-        tags=("dialogue", "task-oriented-dialogue", "sgd", "cod"),
-        source_dataset="extended|schema_guided_dstc8",
-        sources="Dialogues and schemas: Schema-Guided Dialogue (SGD, CC BY-SA 4.0).",
-        citation=COD_BIBTEX,
-        share_alike_sources=("SGD dialogues",),
-        limitation=(
-            "COD dialogues keep SGD's English schemas and service flows; localised slot values may not fit every "
-            "context, and generated turns can drop or alter details of their outline."
-        ),
-    ),
-}
-
-
-def _recipe_card(recipe: str) -> RecipeCard:
-    return RECIPES.get(
-        recipe,
-        RecipeCard(
-            title=recipe, method="", task_categories=(), tags=(), source_dataset="original", sources="", citation=""
-        ),
-    )
+def recipe_card(recipe: str) -> RecipeCard:
+    """The card section a recipe declares (``Recipe.card``); ConfigError for a recipe that is not installed."""
+    return recipe_class(recipe).card
 
 
 def config_name(recipe: str, group: str) -> str:
@@ -253,7 +129,7 @@ class _Provenance:
 
 
 def _provenance(out: Location, recipe: str, by_group: dict[str, list[dict[str, Any]]]) -> _Provenance:
-    info = _recipe_card(recipe)
+    info = recipe_card(recipe)
     found = _Provenance(set(), set(), set(info.fixed_source_languages))
     for shards in by_group.values():
         handle = out.parquet_file(shards[0]["path"])
@@ -319,7 +195,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def _recipe_section(recipe: str, state: dict[str, Any], provenance: _Provenance) -> list[str]:
-    info = _recipe_card(recipe)
+    info = recipe_card(recipe)
     config = public_config(state.get("config", {}))
     totals = state.get("totals", {})
     kept, rejected = totals.get("kept", {}), totals.get("rejected", {})
@@ -373,7 +249,7 @@ def build_card(
         | {lang.split("-")[0] for p in provenance.values() for lang in p.source_languages}
     )
     rows = sum(s["rows"] for by_group in published.values() for shards in by_group.values() for s in shards)
-    infos = [_recipe_card(r) for r in published]
+    infos = [recipe_card(r) for r in published]
     data = DatasetCardData(
         language=languages,
         license=LICENSE,

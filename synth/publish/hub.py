@@ -20,13 +20,16 @@ checked with ``whoami`` before anything is read or sent, and never appears in re
 messages from the Hub client are scrubbed). A dry run needs no token and no network: it writes the card to
 ``OUT/.push/README.md`` and returns the plan.
 
+What to push where is one :class:`PushOptions`: ``synth push`` builds it from its flags, the publish flows take it as
+their ``options`` parameter (Prefect validates it), and :func:`push` takes it.
+
 Usage::
 
-    from synth.publish.hub import push
+    from synth.publish.hub import PushOptions, push
 
-    plan = push(Path("out/demo"), "my-org/polysynth-demo", dry_run=True)
+    plan = push(Path("out/demo"), PushOptions(repo_id="my-org/polysynth-demo", dry_run=True))
     print(plan.describe())                                  # files, sizes, configs, commits
-    result = push(Path("out/demo"), "my-org/polysynth-demo", private=True)
+    result = push(Path("out/demo"), PushOptions(repo_id="my-org/polysynth-demo", private=True))
     print(result.commit_urls)
 """
 
@@ -40,6 +43,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from synth.publish.card import build_card, config_name, public_config, published_groups, validate_card
 from synth.errors import SynthError
@@ -64,6 +69,26 @@ class HubError(SynthError):
     def __init__(self, message: str, *, file: str | None = None, transient: bool = False):
         super().__init__(message, file=file)
         self.transient = transient
+
+
+class PushOptions(BaseModel):
+    """What a push publishes and where (everything but the output directory and the token): the flags of
+    ``synth push``, the ``options`` parameter of the publish flows and deployment, the options of :func:`push`.
+
+    The token is never one of them: Prefect stores flow parameters in its database.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    repo_id: str = Field(description="Target dataset repo, ORG/NAME; created if missing (private if `private`).")
+    private: bool = Field(False, description="Create the repo private (an existing repo keeps its visibility).")
+    revision: str | None = Field(None, description="Branch to push to (created from main if missing); default main.")
+    create_pr: bool = Field(False, description="Open a pull request instead of committing to the branch.")
+    include_rejected: bool = Field(False, description="Also publish the <recipe>-rejected configs.")
+    allow_incomplete: bool = Field(
+        False, description="Publish the finished recipes even if another recipe of the output is unfinished."
+    )
+    dry_run: bool = Field(False, description="Write the card to OUT/.push/README.md and report the plan; no network.")
 
 
 @dataclass
@@ -416,43 +441,38 @@ def _hub_errors(token: str | None, endpoint: str) -> Iterator[None]:
 
 def push(
     out: Path,
-    repo_id: str,
+    options: PushOptions,
     *,
-    private: bool = False,
-    revision: str | None = None,
-    create_pr: bool = False,
-    dry_run: bool = False,
-    include_rejected: bool = False,
-    allow_incomplete: bool = False,
     token: str | None = None,
     max_files_per_commit: int = MAX_FILES_PER_COMMIT,
     max_bytes_per_commit: int = MAX_BYTES_PER_COMMIT,
 ) -> PushResult:
-    """Publish the output directory ``out`` to the dataset repo ``repo_id`` (see the module docstring).
+    """Publish the output directory ``out`` as ``options`` say (see the module docstring and :class:`PushOptions`).
 
-    ``private`` applies when the repo is created (an existing repo keeps its visibility); ``revision`` is a
-    branch (created from ``main`` if missing); ``create_pr`` opens a pull request against it instead of
-    committing to it (later commits of the same push go into that pull request; a push with nothing new opens
-    none). ``max_files_per_commit``/``max_bytes_per_commit`` bound each commit. Raises :class:`HubError`
-    (one line, token-free) on any failure.
+    ``options.private`` applies when the repo is created (an existing repo keeps its visibility);
+    ``options.revision`` is a branch (created from ``main`` if missing); ``options.create_pr`` opens a pull request
+    against it instead of committing to it (later commits of the same push go into that pull request; a push with
+    nothing new opens none). ``token``: default ``HF_TOKEN`` or the stored login. ``max_files_per_commit`` and
+    ``max_bytes_per_commit`` bound each commit. Raises :class:`HubError` (one line, token-free) on any failure.
     """
     from huggingface_hub import constants
 
     out = Path(out).resolve()
+    repo_id = options.repo_id
     _check_repo_id(repo_id)
-    branch = revision or constants.DEFAULT_REVISION
+    branch = options.revision or constants.DEFAULT_REVISION
     if not (out / MANIFEST).is_file():
         raise HubError("not a polysynth output directory (no manifest.json)", file=str(out))
     endpoint = constants.ENDPOINT
-    if not dry_run:
+    if not options.dry_run:
         if constants.is_offline_mode():
             raise HubError("HF_HUB_OFFLINE is set: unset it to push (or use --dry-run)")
         token = _resolve_token(token)
     with OutputLock(out):
         manifest = Manifest(out)
-        _check_complete(manifest, allow_incomplete)
-        if dry_run:
-            files, configs = _local_files(out, manifest, include_rejected, repo_id)
+        _check_complete(manifest, options.allow_incomplete)
+        if options.dry_run:
+            files, configs = _local_files(out, manifest, options.include_rejected, repo_id)
             card_path = out / PUSH_DIR / CARD
             atomic_write_bytes(card_path, next(f.content for f in files if f.path == CARD))  # type: ignore[arg-type]
             commits = plan_commits(files, [], max_files=max_files_per_commit, max_bytes=max_bytes_per_commit)
@@ -461,8 +481,7 @@ def push(
                 deletes=[], commits=commits, remote_checked=False, card_path=card_path,
             )
         with _hub_errors(token, endpoint):
-            return _push(out, manifest, repo_id, branch, private, create_pr, include_rejected, token,
-                         endpoint, max_files_per_commit, max_bytes_per_commit)
+            return _push(out, manifest, options, branch, token, endpoint, max_files_per_commit, max_bytes_per_commit)
 
 
 def _resolve_token(token: str | None) -> str:
@@ -477,11 +496,8 @@ def _resolve_token(token: str | None) -> str:
 def _push(
     out: Path,
     manifest: Manifest,
-    repo_id: str,
+    options: PushOptions,
     branch: str,
-    private: bool,
-    create_pr: bool,
-    include_rejected: bool,
     token: str,
     endpoint: str,
     max_files: int,
@@ -491,6 +507,7 @@ def _push(
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.hf_api import RepoFile
 
+    repo_id, create_pr = options.repo_id, options.create_pr
     api = HfApi(endpoint=endpoint, token=token, library_name="polysynth")
     try:
         user = api.whoami()["name"]  # first request: a bad token fails here, before any work
@@ -500,9 +517,9 @@ def _push(
                 "the Hugging Face token was rejected (401): set a valid HF_TOKEN or run `hf auth login`"
             ) from None
         raise
-    files, configs = _local_files(out, manifest, include_rejected, repo_id)
+    files, configs = _local_files(out, manifest, options.include_rejected, repo_id)
     # Not asking for private leaves the visibility to the Hub (an organisation may default to private).
-    api.create_repo(repo_id, repo_type="dataset", private=private or None, exist_ok=True)
+    api.create_repo(repo_id, repo_type="dataset", private=options.private or None, exist_ok=True)
     if branch != constants.DEFAULT_REVISION and not branch.startswith("refs/"):
         api.create_branch(repo_id, repo_type="dataset", branch=branch, exist_ok=True)
     head = api.repo_info(repo_id, repo_type="dataset", revision=branch).sha

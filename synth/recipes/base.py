@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import time
 from abc import ABC, abstractmethod
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Sequence, TypeVar
 
 import pyarrow as pa
 
 from synth.config import RunConfigBase, SamplingConfig
-from synth.llm.base import Engine, Request, Result, Usage
+from synth.errors import EngineError
+from synth.llm.base import Engine, Request, Result, Sampling, Usage, request_seed
 from synth.paths import PROMPTS_DIR
 from synth.prompts import prompt_files
 
@@ -36,18 +37,78 @@ def stable_id(*parts: Any) -> str:
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:24]
 
 
-class Recipe(ABC):
-    """One published method (SAP, EntityCS, COD) as a batch transformation.
+@dataclass(frozen=True)
+class RecipeCard:
+    """What the dataset card says about a recipe: method, Hub metadata, sources and the paper to cite."""
 
-    Subclasses set ``name`` and ``prompt_version`` and implement the four methods below.
-    ``engine`` is ``None`` only for recipes whose configured run needs no LLM.
+    title: str
+    method: str
+    task_categories: tuple[str, ...]
+    tags: tuple[str, ...]
+    source_dataset: str
+    sources: str
+    citation: str
+    # CC BY-SA sources the recipe's rows derive from (the reason for the card's license).
+    share_alike_sources: tuple[str, ...] = ()
+    limitation: str = ""
+    # Languages of source text that rows carry besides their target language.
+    source_language_column: str | None = None
+    fixed_source_languages: tuple[str, ...] = ()
+
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecipeView:
+    """How the report and ``synth show`` read a recipe's rows."""
+
+    length_columns: tuple[str, ...]  # read for every row: what ``length`` needs
+    sample_columns: tuple[str, ...]  # read only until the samples are complete
+    text: Callable[[Row], str]  # the generated text, as shown
+    length: Callable[[Row], int | None]  # characters of the generated text; None when nothing was generated
+    source: Callable[[Row], str]  # what the text was generated from
+    detail: Callable[[Row], str]  # one line more: SAP's summary, EntityCS's switched entities, COD's turn counts
+
+
+class Recipe(ABC):
+    """One published method as a batch transformation, declaring everything the rest of polysynth needs to know.
+
+    A subclass sets the class attributes below and implements the abstract methods; registering it under the
+    ``polysynth.recipes`` entry-point group (:mod:`synth.recipes`) makes it a recipe of the CLI, the flows, the
+    deployments, the card and the report. ``engine`` is ``None`` when :meth:`needs_engine` says the run needs no LLM.
     """
 
     name: ClassVar[str]
-    needs_engine: ClassVar[bool] = True
+    # The run config of this recipe: a RunConfigBase subclass with ``recipe: Literal[name]`` and its own section.
+    config_model: ClassVar[type[RunConfigBase]]
+    # The input field source ids come from (named in errors about them).
+    id_field: ClassVar[str] = "id"
+    card: ClassVar[RecipeCard]
+    view: ClassVar[RecipeView]
+    # Where the recipe's prompt templates and exemplars live (None: prompts/<name>/ of polysynth).
+    prompts_dir: ClassVar[Path | None] = None
     # The columns holding a row's generated text, compared by near-duplicate removal (``synth.filters.dedup``) within a
     # language; ``a.b`` is field ``b`` of the structs in list column ``a``. Empty: the recipe's rows are not compared.
     dedup_columns: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def needs_engine(cls, config: RunConfigBase) -> bool:
+        """Whether a run with ``config`` calls the LLM (a run that does not never starts an engine)."""
+        return True
+
+    @classmethod
+    def show(cls, console: Any, selection: Any, title: str) -> None:
+        """How ``synth show`` prints selected rows (a ``synth.report.browse.RowSelection``); by default a table of
+        the view's text, source and detail."""
+        from synth.report.browse import show_view
+
+        show_view(console, selection, title, cls.view)
+
+    @classmethod
+    def prompts(cls) -> Path:
+        """The folder of this recipe's prompts."""
+        return cls.prompts_dir or PROMPTS_DIR / cls.name
 
     def __init__(self, config: RunConfigBase, engine: Engine | None, lid: Any):
         self.config = config
@@ -71,7 +132,7 @@ class Recipe(ABC):
         """Files whose content shapes this recipe's rows (templates, exemplars, lexicons, schemas); they are part
         of every unit's identity, so editing one regenerates exactly what it renders. Only the templates of the
         prompt form in use count (:func:`synth.prompts.prompt_files`), so the two forms make different units."""
-        return prompt_files(PROMPTS_DIR / self.name, self.prompt_format)
+        return prompt_files(self.prompts(), self.prompt_format)
 
     @abstractmethod
     def validate(self) -> None:
@@ -88,6 +149,44 @@ class Recipe(ABC):
     @abstractmethod
     def process(self, records: list[dict[str, Any]], usage: Usage) -> list[dict[str, Any]]:
         """Turn a batch of records into rows. A rejected row has ``reject_reason`` set; nothing is dropped."""
+
+    # -- LLM calls: what every recipe step does the same way --------------------------------------------------------
+
+    def sampling(self, request_id: str, max_tokens: int, **overrides: Any) -> Sampling:
+        """The sampling of one request of this run (:func:`request_sampling` of ``config.sampling``)."""
+        return request_sampling(self.config.sampling, request_id, max_tokens, **overrides)
+
+    def generate(self, requests: Sequence[Request], usage: Usage | None, step: str) -> list[Result]:
+        """Generate ``requests`` with the run's engine, counted in ``usage`` under ``step`` (:func:`timed_generate`)."""
+        if self.engine is None:
+            raise EngineError(f"{self.name} step '{step}' needs an LLM engine but none was given")
+        return timed_generate(self.engine, requests, usage, step)
+
+
+def request_sampling(sampling: SamplingConfig, request_id: str, max_tokens: int, **overrides: Any) -> Sampling:
+    """The sampling of one request from the run's ``sampling`` config: its temperature, top_p and repetition penalty,
+    ``max_tokens`` of the step, a seed of its own (:func:`synth.llm.base.request_seed` of ``sampling.seed`` and
+    ``request_id``, so the answer does not depend on the batch), stopping at the end of the line. ``overrides``
+    replace any of these (a retry's temperature)."""
+    values: dict[str, Any] = {
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_tokens": max_tokens,
+        "repetition_penalty": sampling.repetition_penalty,
+        "seed": request_seed(sampling.seed, request_id),
+        "stop": ("\n",),
+    }
+    return Sampling(**{**values, **overrides})
+
+
+def timed_generate(engine: Engine, requests: Sequence[Request], usage: Usage | None, step: str) -> list[Result]:
+    """``engine.generate(requests)``, its results and wall time added to ``usage`` under ``step`` (not counted
+    when ``usage`` is ``None``)."""
+    started = time.perf_counter()
+    results = engine.generate(list(requests))
+    if usage is not None:
+        usage.add(results, step, time.perf_counter() - started)
+    return results
 
 
 # -- candidates: several answers for one checked request ------------------------------------------------------------
@@ -138,9 +237,7 @@ def generate_candidates(
     outcomes: list[list[T]] = [[] for _ in requests]
 
     def run(indices: list[int], batch: list[Request]) -> list[int]:
-        started = time.perf_counter()
-        results = engine.generate(batch)
-        usage.add(results, step, time.perf_counter() - started)
+        results = timed_generate(engine, batch, usage, step)
         items = [(i, candidate) for i, result in zip(indices, results) for candidate in (result.candidates() or [result])]
         for (i, _), outcome in zip(items, check(items)):
             outcomes[i].append(outcome)

@@ -250,16 +250,16 @@ def render_configs(console: Console, out: str | Path, contents: list[RecipeConte
     """A table of the output's configs with kept/rejected counts, each recipe's reject reasons, and a hint."""
     from rich.table import Table
 
-    table = Table(title=_plain(f"configs of {out}"))
+    table = Table(title=plain(f"configs of {out}"))
     for name, justify in (("config", "left"), ("kept", "right"), ("rejected", "right")):
         table.add_column(name, justify=justify)
     for recipe in contents:
         if not recipe.configs:
-            table.add_row(_plain(f"{recipe.recipe}-…"), "–", "–", end_section=True)
+            table.add_row(plain(f"{recipe.recipe}-…"), "–", "–", end_section=True)
             continue
         for config in recipe.configs:
-            table.add_row(_plain(config.name), str(config.kept), str(config.rejected))
-        table.add_row(_plain(recipe.rejected_config), "", str(recipe.rejected), style="dim", end_section=True)
+            table.add_row(plain(config.name), str(config.kept), str(config.rejected))
+        table.add_row(plain(recipe.rejected_config), "", str(recipe.rejected), style="dim", end_section=True)
     console.print(table)
     for recipe in contents:
         if not recipe.configs:
@@ -280,104 +280,56 @@ def render_configs(console: Console, out: str | Path, contents: list[RecipeConte
 
 
 def render_rows(console: Console, selection: RowSelection) -> None:
-    """The selected rows in the recipe's view: SAP and EntityCS as tables, COD as dialogue transcripts."""
+    """The selected rows as their recipe shows them (``Recipe.show``)."""
     kind = "rejected " if selection.rejected and selection.lang is not None else ""
     reason = f" with reason {selection.reason}" if selection.reason else ""
     title = f"{selection.config}: {len(selection.rows)} of {selection.matched} {kind}rows{reason}"
-    {"sap": _render_sap, "entitycs": _render_entitycs, "cod": _render_cod}[selection.recipe](console, selection, title)
+    from synth.recipes import recipe_class
+
+    recipe_class(selection.recipe).show(console, selection, title)
 
 
-def _plain(value: Any) -> Text:
+def plain(value: Any) -> Text:
     """User text as a rich Text: never parsed as markup, so ``[bold]`` in a row prints as written."""
     from rich.text import Text
 
     return Text("" if value is None else str(value))
 
 
-def _score(value: float | None) -> str:
+def score(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
 
 
-def _render_sap(console: Console, selection: RowSelection, title: str) -> None:
+def show_view(console: Console, selection: RowSelection, title: str, view: Any) -> None:
+    """The rows as a table of their recipe's view (``synth.recipes.base.RecipeView``): language, generated text,
+    source and detail, LID score, and the reject reason of rejected rows."""
     from rich.table import Table
 
-    table = Table(title=_plain(title), show_lines=True)
-    for name in ("passage_id", "lang", "query", "summary", "lid_score"):
+    table = Table(title=plain(title), show_lines=True)
+    for name in ("lang", "text", "source", "detail", "lid_score"):
         table.add_column(name, overflow="fold")
     if selection.rejected:
         table.add_column("reject_reason")
     for row in selection.rows:
-        summary = row["summary"] or ""
-        if len(summary) > SUMMARY_CHARS:
-            summary = summary[: SUMMARY_CHARS - 1] + "…"
-        cells = [_plain(row[name]) for name in ("passage_id", "lang", "query")] + [
-            _plain(summary),
-            _score(row["lid_score"]),
-        ]
+        source = view.source(row)
+        cells = [plain(row.get("lang")), plain(view.text(row)), plain(source[: SUMMARY_CHARS - 1] + "…" if len(source) > SUMMARY_CHARS else source),
+                 plain(view.detail(row)), score(row.get("lid_score"))]
         if selection.rejected:
-            cells.append(_plain(row["reject_reason"]))
+            cells.append(plain(row.get("reject_reason")))
         table.add_row(*cells)
     console.print(table)
 
 
 def highlight_spans(text: str, spans: list[tuple[int, int]]) -> Text:
     """``text`` with the ``[start, end)`` character spans highlighted (spans index the text as Python does)."""
-    rendered = _plain(text)
+    rendered = plain(text)
     for start, end in spans:
         rendered.stylize(HIGHLIGHT, start, end)
     return rendered
-
-
-def _render_entitycs(console: Console, selection: RowSelection, title: str) -> None:
-    from rich.table import Table
-
-    table = Table(title=_plain(title), show_lines=True)
-    table.add_column("lang")
-    table.add_column("cs_sentence (switched entities highlighted)", overflow="fold")
-    if selection.rejected:
-        table.add_column("reject_reason")
-    for row in selection.rows:
-        if row["cs_sentence"] is None:  # rejected before switching: the source sentence is all there is
-            sentence = _plain(f"(source) {row['en_sentence']}")
-            sentence.stylize("dim")
-        else:
-            sentence = highlight_spans(row["cs_sentence"], [(e["start"], e["end"]) for e in row["entities"] or []])
-        cells = [_plain(row["lang"]), sentence]
-        if selection.rejected:
-            cells.append(_plain(row["reject_reason"]))
-        table.add_row(*cells)
-    console.print(table)
-
-
-def _render_cod(console: Console, selection: RowSelection, title: str) -> None:
-    from rich.text import Text
-
-    console.print(Text(title, style="bold"))
-    for row in selection.rows:
-        header = _plain(
-            f"dialogue {row['dialogue_id']} · {row['lang']} · {', '.join(row['services'] or [])} · turns kept "
-            f"{row['turns_kept']}/{row['turns_total']} · slot values found {_percent(row['slot_found_rate'])}"
-        )
-        header.stylize("bold")
-        if row["reject_reason"]:
-            header.append(f" · rejected: {row['reject_reason']}", style="red")
-        console.print()
-        console.print(header)
-        for turn in row["turns"] or []:
-            line = Text(f"{turn['speaker']}: ", style="cyan" if turn["speaker"] == "USER" else "green")
-            if turn["utterance"]:
-                frames = turn["frames"] or []
-                spans = [(slot["start"], slot["exclusive_end"]) for frame in frames for slot in frame["slots"] or []]
-                line.append_text(highlight_spans(turn["utterance"], spans))
-            else:
-                line.append("(not generated)", style="dim")
-            if turn["reject_reason"]:
-                line.append(f"  [{turn['reject_reason']}]", style="dim red")
-            console.print(line)
 
 
 # -- synth status -------------------------------------------------------------------------------------------------
@@ -605,7 +557,7 @@ def render_status(console: Console, status: OutputStatus) -> None:
     from rich.text import Text
 
     colors = {"running": "yellow", "complete": "green", "incomplete": "magenta", "failed": "red"}
-    table = Table(title=_plain(f"status of {status.out}"))
+    table = Table(title=plain(f"status of {status.out}"))
     for name, justify in (("recipe", "left"), ("state", "left"), ("units", "right"), ("kept", "right"),
                           ("rejected", "right"), ("counted", "left"), ("last update", "left"), ("note", "left")):
         table.add_column(name, justify=justify, overflow="fold")
@@ -618,20 +570,20 @@ def render_status(console: Console, status: OutputStatus) -> None:
             f"{_age(recipe.updated_at)} ({recipe.updated_at:%m-%d %H:%M} UTC)" if recipe.updated_at else "unknown"
         )
         table.add_row(
-            _plain(recipe.recipe),
+            plain(recipe.recipe),
             Text(recipe.state, style=colors.get(recipe.state, "")),
             units,
             "–" if recipe.kept is None else str(recipe.kept),
             "–" if recipe.rejected is None else str(recipe.rejected),
             recipe.counts_scope,
             updated,
-            _plain(recipe.note),
+            plain(recipe.note),
         )
     if status.recipes:
         console.print(table)
     else:
         console.print("no recipe has run into this output yet")
-    console.print(_plain(_describe_lock(status.lock)))
+    console.print(plain(_describe_lock(status.lock)))
 
 
 def _describe_lock(lock: LockState) -> str:

@@ -20,6 +20,9 @@ import pyarrow.parquet as pq
 
 from synth.errors import OutputError
 from synth.pipeline import RunSummary
+from synth.recipes import recipe_class
+from synth.recipes.base import RecipeView, Row
+from synth.store.files import atomic_write_bytes
 from synth.store.manifest import Manifest
 from synth.store.segments import SegmentStore
 from synth.store.shards import REJECTED as REJECTED_GROUP
@@ -68,7 +71,6 @@ def summary_markdown(summary: RunSummary) -> str:
 
 # -- the HTML run report -------------------------------------------------------------------------
 
-Row = dict[str, Any]
 
 KEPT, REJECTED = "kept", "rejected"  # the two outcomes of a row, as the page names them
 KEPT_SAMPLES_PER_LANGUAGE = 5
@@ -90,73 +92,6 @@ PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 def shorten(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` characters, ending in an ellipsis when cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _chars(text: str | None) -> int | None:
-    return None if text is None else len(text)
-
-
-@dataclass(frozen=True)
-class RecipeView:
-    """How the report reads one recipe's rows (the fields each recipe in ``synth/recipes/`` writes)."""
-
-    length_columns: tuple[str, ...]  # read for every row: what ``length`` needs
-    sample_columns: tuple[str, ...]  # read only until the samples are complete
-    text: Callable[[Row], str]  # the generated text, as shown
-    length: Callable[[Row], int | None]  # characters of the generated text; None when nothing was generated
-    source: Callable[[Row], str]  # what the text was generated from
-    detail: Callable[[Row], str]  # one line more: SAP's summary, EntityCS's switched entities, COD's turn counts
-
-
-def _cod_text(row: Row) -> str:
-    """A COD dialogue as ``SPEAKER: utterance`` lines; a turn that failed its checks names its reason."""
-    return "\n".join(
-        f"{turn['speaker']}: {turn.get('utterance') or ''}"
-        + (f"  [{turn['reject_reason']}]" if turn.get("reject_reason") else "")
-        for turn in row.get("turns") or []
-    )
-
-
-def _cod_length(row: Row) -> int | None:
-    turns = row.get("turns")
-    return sum(len(turn.get("utterance") or "") for turn in turns) if turns else None
-
-
-def _cod_detail(row: Row) -> str:
-    found = row.get("slot_found_rate")
-    return f"turns kept {row.get('turns_kept')}/{row.get('turns_total')}" + (
-        f" · slot values found {found:.0%}" if found is not None else ""
-    )
-
-
-VIEWS: dict[str, RecipeView] = {
-    "sap": RecipeView(
-        length_columns=("query",),
-        sample_columns=("query", "title", "passage", "summary"),
-        text=lambda row: row.get("query") or "",
-        length=lambda row: _chars(row.get("query")),
-        source=lambda row: ": ".join(part for part in (row.get("title"), row.get("passage")) if part),
-        detail=lambda row: f"summary: {row.get('summary') or '(none)'}",
-    ),
-    "entitycs": RecipeView(
-        length_columns=("cs_sentence",),
-        sample_columns=("cs_sentence", "en_sentence", "entities"),
-        text=lambda row: row.get("cs_sentence") or "",
-        length=lambda row: _chars(row.get("cs_sentence")),
-        source=lambda row: row.get("en_sentence") or "",
-        detail=lambda row: "; ".join(
-            f"{e['mention']} → {e['label']} ({e['label_source']})" for e in row.get("entities") or []
-        ),
-    ),
-    "cod": RecipeView(
-        length_columns=("turns",),
-        sample_columns=("turns", "outline", "turns_kept", "turns_total", "slot_found_rate"),
-        text=_cod_text,
-        length=_cod_length,
-        source=lambda row: "\n".join(row.get("outline") or []),
-        detail=_cod_detail,
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -222,7 +157,7 @@ def _read_batches(path: Path, columns: Sequence[str]) -> Iterator[list[Row]]:
 
 def _recipe_report(out: Path, name: str, state: dict[str, Any]) -> RecipeReport:
     """One recipe's counts and distributions from one pass over its shards' small columns, then its samples."""
-    view = VIEWS[name]
+    view = recipe_class(name).view
     totals = state.get("totals", {})
     report = RecipeReport(
         name=name,
@@ -568,8 +503,6 @@ def write_report(out: Path | str) -> Path:
         f"</head><body data-figures='{figure_count}'><h1>polysynth run report</h1>"
         f"<p class=sub>{html.escape(str(out.resolve()))}</p>{_overview(reports)}{''.join(sections)}</body></html>"
     )
-    target = out / "report"
-    target.mkdir(parents=True, exist_ok=True)
-    index = target / "index.html"
-    index.write_text(page, encoding="utf-8")
+    index = out / "report" / "index.html"
+    atomic_write_bytes(index, page.encode("utf-8"))  # a reader never sees half a page
     return index

@@ -21,43 +21,54 @@ from synth.errors import InputError
 PARQUET_BATCH_ROWS = 4096
 
 
-def _check(record: Any, required: Mapping[str, type], *, file: str, row: int) -> dict[str, Any]:
+def check_fields(
+    record: Any, required: Mapping[str, type], *, file: str, row: int | None, prefix: str = ""
+) -> dict[str, Any]:
+    """``record`` itself, checked: an object whose ``required`` fields are present, not null and of their type (a
+    bool is no int). The first bad one raises an :class:`InputError` naming ``file``, ``row`` and the field, spelt
+    ``prefix + name`` (``entities[0].`` for the objects of a list field)."""
     if not isinstance(record, dict):
-        raise InputError(f"expected an object, got {type(record).__name__}", file=file, row=row)
+        where = prefix.rstrip(".") or None
+        raise InputError(f"expected an object, got {type(record).__name__}", file=file, row=row, field=where)
     for name, kind in required.items():
+        field = prefix + name
         if name not in record:
-            raise InputError("missing required field", file=file, row=row, field=name)
+            raise InputError("missing required field", file=file, row=row, field=field)
         value = record[name]
         if value is None:
-            raise InputError("field is null", file=file, row=row, field=name)
-        if not isinstance(value, kind):
-            raise InputError(f"expected {kind.__name__}, got {type(value).__name__}", file=file, row=row, field=name)
+            raise InputError("field is null", file=file, row=row, field=field)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise InputError(f"expected {kind.__name__}, got {type(value).__name__}", file=file, row=row, field=field)
     return record
 
 
-def iter_jsonl(path: str | Path, required: Mapping[str, type]) -> Iterator[dict[str, Any]]:
-    """Yield the objects of a JSON Lines file; rows are numbered from 1, blank lines skipped."""
+def iter_jsonl(path: str | Path, required: Mapping[str, type]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of each non-blank line of a JSON Lines file; lines are numbered from 1, blank ones
+    counted but skipped; a UTF-8 byte order mark at the start is allowed."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
             for row, raw in enumerate(handle, start=1):
                 try:
-                    line = raw.decode("utf-8")
+                    line = raw.decode("utf-8-sig" if row == 1 else "utf-8")
                 except UnicodeDecodeError as exc:
-                    raise InputError(f"not UTF-8 (byte {exc.start})", file=str(path), row=row) from None
+                    bad = exc.object[exc.start]
+                    raise InputError(
+                        f"not UTF-8 (byte {exc.start}: can't decode byte 0x{bad:02x})", file=str(path), row=row
+                    ) from None
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise InputError(f"not valid JSON ({exc.msg})", file=str(path), row=row) from None
-                yield _check(record, required, file=str(path), row=row)
+                yield row, check_fields(record, required, file=str(path), row=row)
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", file=str(path)) from None
 
 
-def iter_parquet(path: str | Path, required: Mapping[str, type]) -> Iterator[dict[str, Any]]:
-    """Yield the rows of a Parquet file, reading it lazily in batches with polars."""
+def iter_parquet(path: str | Path, required: Mapping[str, type]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(row number, row)`` of a Parquet file, numbered from 1, reading it lazily in batches with polars."""
     import polars as pl
 
     path = Path(path)
@@ -72,11 +83,14 @@ def iter_parquet(path: str | Path, required: Mapping[str, type]) -> Iterator[dic
     for frame in pl.scan_parquet(path).collect_batches(chunk_size=PARQUET_BATCH_ROWS):
         for record in frame.iter_rows(named=True):
             row += 1
-            yield _check(record, required, file=str(path), row=row)
+            yield row, check_fields(record, required, file=str(path), row=row)
 
 
-def iter_hf_dataset(name: str, config: str | None, split: str, required: Mapping[str, type]) -> Iterator[dict[str, Any]]:
-    """Stream a Hugging Face dataset (a local directory or a cached hub dataset; no download happens offline)."""
+def iter_hf_dataset(
+    name: str, config: str | None, split: str, required: Mapping[str, type]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(row number, record)`` of a Hugging Face dataset, streamed (a local directory or a cached hub dataset; no
+    download happens offline)."""
     import datasets
 
     source = f"hf:{name}" + (f"/{config}" if config else "") + f"[{split}]"
@@ -85,11 +99,17 @@ def iter_hf_dataset(name: str, config: str | None, split: str, required: Mapping
     except Exception as exc:  # datasets wraps many causes; the message is what the user needs
         raise InputError(f"cannot open dataset: {str(exc).splitlines()[0]}", file=source) from None
     for row, record in enumerate(dataset, start=1):
-        yield _check(dict(record), required, file=source, row=row)
+        yield row, check_fields(dict(record), required, file=source, row=row)
 
 
-def read_records(spec: InputConfig, required: Mapping[str, type]) -> Iterator[dict[str, Any]]:
-    """Dispatch on the input: ``.jsonl``/``.json`` lines, ``.parquet``, or an HF dataset spec."""
+def input_name(spec: InputConfig) -> str:
+    """The input as an error about one of its records names it: its path, or ``hf:NAME``."""
+    return spec.path or f"hf:{spec.hf.name}"
+
+
+def read_numbered_records(spec: InputConfig, required: Mapping[str, type]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(row, record)`` of the input: ``.jsonl``/``.ndjson`` lines (``row``: the line number), ``.parquet`` or an HF
+    dataset spec (``row``: the record's position, from 1). Each record is checked (:func:`check_fields`)."""
     if spec.hf is not None:
         yield from iter_hf_dataset(spec.hf.name, spec.hf.config, spec.hf.split, required)
         return
@@ -101,3 +121,9 @@ def read_records(spec: InputConfig, required: Mapping[str, type]) -> Iterator[di
         yield from iter_parquet(path, required)
     else:
         raise InputError("unsupported input format (expected .jsonl or .parquet)", file=str(path))
+
+
+def read_records(spec: InputConfig, required: Mapping[str, type]) -> Iterator[dict[str, Any]]:
+    """The records of :func:`read_numbered_records`, without their row numbers."""
+    for _, record in read_numbered_records(spec, required):
+        yield record

@@ -12,7 +12,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import NoReturn
+from typing import Iterator, NoReturn
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -70,24 +70,50 @@ def check_writable(out: Path) -> None:
         raise_output_error(exc, out)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file, fsync and rename."""
+def commit_file(tmp: Path, path: Path, *, durable: bool = True) -> None:
+    """Make the finished temp file ``tmp`` appear whole at ``path``: fsync it, rename it over ``path`` (same folder
+    or file system), fsync the folder. ``durable=False`` only renames: still whole to every reader and after a
+    killed process, but a power loss may leave it unreadable (callers that pass it detect that)."""
+    if durable:
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    if durable:
+        fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, suffix: str = "", *, durable: bool = True) -> Iterator[Path]:
+    """A temp file beside ``path`` to write, whole or as a stream; when the block ends it is committed to ``path``
+    (:func:`commit_file`). On any error the temp file is removed and ``path`` is left as it was; an OSError
+    (disk full, read-only) becomes the user's one-line :class:`OutputError`.
+
+    Example::
+
+        with atomic_path(out / "data.parquet", ".parquet") as tmp:
+            pq.write_table(table, tmp)
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_file(path.parent)
+        tmp = temp_file(path.parent, suffix)
     except OSError as exc:
         raise_output_error(exc, path)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as exc:
+        yield tmp
+        commit_file(tmp, path, durable=durable)
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise_output_error(exc, path)
+        if isinstance(exc, OSError):
+            raise_output_error(exc, path)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file, fsync and rename."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
 
 
 def write_parquet_atomic(
@@ -95,29 +121,16 @@ def write_parquet_atomic(
 ) -> int:
     """Write one Parquet file atomically (temp file, fsync, rename); returns its size in bytes.
 
-    ``durable=False`` skips the fsync: the file still appears whole to every reader and survives a killed
+    ``durable=False`` skips the fsyncs: the file still appears whole to every reader and survives a killed
     process; only a power loss can leave it unreadable, which callers must detect (the ledger discards such a
     segment, so its units are redone). It costs 20-40 % of the write on this machine's disk.
     """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_file(path.parent, ".parquet")
-    except OSError as exc:
-        raise_output_error(exc, path)
-    try:
-        if metadata:
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    with atomic_path(path, ".parquet", durable=durable) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        if durable:
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
         size = os.path.getsize(tmp)
-        os.replace(tmp, path)
-        return size
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise_output_error(exc, path)
+    return size
 
 
 def sha256_file(path: Path) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -28,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth.errors import OutputError
-from synth.store.files import atomic_write_bytes, raise_output_error, write_parquet_atomic
+from synth.store.files import atomic_write_bytes, commit_file, raise_output_error, write_parquet_atomic
 
 
 class Location:
@@ -71,11 +72,6 @@ class Location:
         """``rel`` as a user reads it in a message (with the scheme for remote outputs)."""
         return f"{self.url}/{rel}" if rel else self.url
 
-    def local_path(self, rel: str = "") -> Path:
-        if not self.local:
-            raise OutputError("this needs a local output directory", file=self.display(rel))
-        return Path(self.path(rel))
-
     # -- writes: whole files only ---------------------------------------------------------------------------------
     def write_bytes(self, rel: str, data: bytes) -> None:
         if self.local:
@@ -99,10 +95,21 @@ class Location:
         self.write_bytes(rel, buffer.getvalue())
         return buffer.tell()
 
+    def scratch_dir(self, rel: str) -> Path:
+        """Where to write a file bound for the folder ``rel`` before :meth:`put_file`: that folder (created if missing)
+        for a local output, so the file is a rename away; the system's temp folder for a remote one."""
+        if not self.local:
+            return Path(tempfile.gettempdir())
+        folder = Path(self.path(rel))
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def put_file(self, local_file: Path, rel: str) -> None:
-        """Move a finished local file (a temp file written for this location) to ``rel``."""
+        """Move a finished local file (a temp file written for this location, :func:`synth.store.files.temp_file`)
+        to ``rel``: locally fsynced and renamed into place (:func:`synth.store.files.commit_file`), remotely
+        uploaded whole and the local file removed."""
         if self.local:
-            os.replace(local_file, self.path(rel))
+            commit_file(local_file, Path(self.path(rel)))
             return
         try:
             self.fs.put_file(str(local_file), self.path(rel))

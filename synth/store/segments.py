@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -129,8 +128,7 @@ class SegmentStore:
         kept_units: list[np.ndarray] = []
         usage_total: dict[str, float] = {}
         target = self._rel(new_segment_id())
-        scratch = Path(self.location.path(self.folder)) if self.location.local else Path(tempfile.gettempdir())
-        tmp = temp_file(scratch, SUFFIX)
+        tmp = temp_file(self.location.scratch_dir(self.folder), SUFFIX)
         writer: pq.ParquetWriter | None = None
         try:
             for sid in sids:
@@ -153,8 +151,6 @@ class SegmentStore:
             )
             writer.close()
             writer = None
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
             self.location.put_file(tmp, target)
         except OSError as exc:
             with contextlib.suppress(Exception):

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,13 +25,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth.filters.dedup import DUPLICATE_OF, mark
-from synth.store.files import fsync_dir, raise_output_error, sha256_file, temp_file
+from synth.store.files import raise_output_error, sha256_file, temp_file
 from synth.store.location import Location
 from synth.store.segments import UNIT_COLUMN, SegmentStore
 from synth.store.units import KeySet
 
 REJECTED = "_rejected"
-SHARD_NAME = re.compile(r"^train-[0-9a-f]{8}-\d{5}\.parquet$")
 
 
 @dataclass
@@ -58,9 +54,7 @@ class _GroupWriter:
     def __init__(self, out: Location, recipe: str, group: str, gen: str, spec: ShardSpec):
         self.out, self.group, self.gen, self.spec = out, group, gen, spec
         self.folder = f"{recipe}/{group}"
-        # scratch files beside the target (a rename away) for local outputs, in the temp dir for remote ones
-        self.scratch = Path(out.path(self.folder)) if out.local else Path(tempfile.gettempdir())
-        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.scratch = out.scratch_dir(self.folder)
         self.shards: list[dict[str, Any]] = []
         self.writer: pq.ParquetWriter | None = None
         self.tmp: Path | None = None
@@ -72,8 +66,6 @@ class _GroupWriter:
         self.writer.close()
         self.writer = None
         final = f"{self.folder}/train-{self.gen}-{len(self.shards):05d}.parquet"
-        with open(self.tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
         entry = {
             "group": self.group,
             "path": final,
@@ -111,8 +103,6 @@ class _GroupWriter:
 
     def close(self) -> list[dict[str, Any]]:
         self._close_current()
-        if self.out.local:
-            fsync_dir(self.scratch)
         return self.shards
 
 

@@ -150,7 +150,7 @@ def read_only_dir(path: Path) -> Iterator[str]:
 
 def earlier_entitycs_output(out: Path, limit: int = 40) -> Path:
     """A finished EntityCS run (no LLM) in ``out``: the "earlier output" a failed run must leave intact."""
-    from synth.config import load_config
+    from synth.config_file import load_config
     from synth.pipeline import run_recipe
 
     config = load_config(CONFIGS / "entitycs.yaml", overrides={"input.limit": limit, "runner.batch_size": 20, "output.dir": str(out)})
@@ -178,7 +178,7 @@ def sap_config_text(input_path: Path, base_url: str, *, languages: list[str] = (
 
 def earlier_sap_output(out: Path, base_url: str) -> Path:
     """A finished SAP run (3 passages, engine at ``base_url``) in ``out``."""
-    from synth.config import load_config
+    from synth.config_file import load_config
     from synth.pipeline import run_recipe
 
     config_path = out.parent / f"{out.name}-sap.yaml"

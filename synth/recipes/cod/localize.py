@@ -45,7 +45,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -61,9 +60,10 @@ from babel.numbers import format_currency, format_decimal
 from synth.config import SamplingConfig
 from synth.errors import ConfigError
 from synth.filters.lid import check_script
-from synth.llm.base import Engine, Request, Result, Sampling, Usage, request_seed
+from synth.llm.base import Engine, Request, Result, Usage
 from synth.paths import PROMPTS_DIR
 from synth.prompts import PromptTemplate, load_template
+from synth.recipes.base import request_sampling, timed_generate
 from synth.sources.sgd import COUNT_SLOT, Schemas, ServiceSchema, SlotSchema, is_verbatim, value_pairs
 
 METHODS = ("date", "time", "currency", "number", "lexicon", "llm", "kept")
@@ -290,18 +290,7 @@ def localize_request(value: str, kind: str, lang: str, sampling: SamplingConfig,
     digest = hashlib.sha256(f"{kind}\x1f{value}".encode()).hexdigest()[:16]
     request_id = f"cod/localize/{lang}/{digest}"
     body = template.render(cod_exemplars()["localize"], {"language": language_name(lang), "kind": kind, "source": value})
-    return Request(
-        id=request_id,
-        **body,
-        sampling=Sampling(
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=LLM_MAX_TOKENS,
-            repetition_penalty=sampling.repetition_penalty,
-            seed=request_seed(sampling.seed, request_id),
-            stop=("\n",),
-        ),
-    )
+    return Request(id=request_id, **body, sampling=request_sampling(sampling, request_id, LLM_MAX_TOKENS))
 
 
 def check_llm_value(source: str, result: Result, lang: str) -> str | None:
@@ -371,9 +360,7 @@ def localize_dialogues(
         if engine is None:
             raise ConfigError("COD needs an LLM engine to localize names")
         keys, requests = list(wanted), list(wanted.values())
-        started = time.perf_counter()
-        results = engine.generate(requests)
-        usage.add(results, "localize", time.perf_counter() - started)
+        results = timed_generate(engine, requests, usage, "localize")
         answers = {key: check_llm_value(key[2], result, key[0]) for key, result in zip(keys, results)}
         failed = {key for key, result in zip(keys, results) if not result.ok}
 

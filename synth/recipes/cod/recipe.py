@@ -54,7 +54,7 @@ language.
 
 Example::
 
-    from synth.config import load_config
+    from synth.config_file import load_config
     from synth.recipes.cod.recipe import CodRecipe
 
     config = load_config("data/configs/cod.yaml", overrides={"cod.max_turns": 4})
@@ -74,10 +74,11 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
-from synth.config import CodConfig
+from synth.recipes.cod.config import CodConfig
+from synth.recipes.cod import views
 from synth.errors import ConfigError
 from synth.filters.lid import SHORT_CHARS, normalize_lang
-from synth.llm.base import Request, Result, Sampling, Usage, request_seed
+from synth.llm.base import Request, Result, Usage
 from synth.recipes.cod.localize import (
     ValueMap,
     cod_exemplars,
@@ -278,6 +279,11 @@ class CodRecipe(Recipe):
     """Outline-based dialogue generation. See the module docstring for the method, rows and reject reasons."""
 
     name = "cod"
+    config_model = CodConfig
+    id_field = "dialogue_id"
+    card = views.CARD
+    view = views.VIEW
+    show = staticmethod(views.show)
     # A row is a whole dialogue: its utterances, joined, are compared with other dialogues' of the language, so a
     # dialogue that mostly repeats an earlier one is the duplicate; a shared "Thank you." turn is not enough.
     dedup_columns = ("turns.utterance",)
@@ -410,15 +416,10 @@ class CodRecipe(Recipe):
 
     def turn_request(self, job: DialogueJob, t: int, attempt: int) -> Request:
         request_id = f"{job.dialogue['dialogue_id']}/{job.lang}/turn{t}/try{attempt}"
-        s = self.config.sampling
-        sampling = Sampling(
-            temperature=s.temperature if attempt == 1 else max(s.temperature, RETRY_TEMPERATURE),
-            top_p=s.top_p,
-            max_tokens=self.config.cod.turn_max_tokens,
-            repetition_penalty=s.repetition_penalty,
-            seed=request_seed(s.seed, request_id),
-            stop=("\n",),
-        )
+        temperature = self.config.sampling.temperature
+        if attempt > 1:
+            temperature = max(temperature, RETRY_TEMPERATURE)
+        sampling = self.sampling(request_id, self.config.cod.turn_max_tokens, temperature=temperature)
         if self.prompt_format == "chat":
             return Request(id=request_id, messages=self.turn_messages(job, t), sampling=sampling)
         return Request(id=request_id, prompt=self.turn_prompt(job, t), sampling=sampling)

@@ -35,7 +35,7 @@ exemplars as user/assistant turns after a system instruction; the template tags 
 
 Example::
 
-    from synth.config import EntityCSConfig
+    from synth.recipes.entitycs.config import EntityCSConfig
     from synth.recipes.entitycs.recipe import EntityCSRecipe
     from synth.llm.base import Usage
 
@@ -47,9 +47,7 @@ Example::
 
 from __future__ import annotations
 
-import json
 import random
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, cached_property, lru_cache
@@ -59,12 +57,13 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
-from synth.config import EntityCSConfig
-from synth.errors import ConfigError, EngineError, InputError
-from synth.sources.records import read_records
+from synth.recipes.entitycs.config import EntityCSConfig
+from synth.recipes.entitycs import views
+from synth.errors import ConfigError, InputError
+from synth.sources.records import check_fields, input_name, read_numbered_records
 from synth.recipes.entitycs.lexicon import Entity, Lexicon, load_lexicon
 from synth.filters.lid import SHORT_CHARS, LanguageIdentifier, check_script, is_checkable
-from synth.llm.base import Engine, Request, Result, Sampling, Usage, request_seed
+from synth.llm.base import Engine, Request, Sampling, Usage, request_seed
 from synth.paths import PROMPTS_DIR
 from synth.prompts import PromptTemplate, load_template
 from synth.recipes.base import LID_FIELDS, Recipe, stable_id
@@ -83,6 +82,8 @@ DUMP_SUFFIXES = (".xml", ".xml.bz2", ".xml.gz")
 TABLE_SUFFIXES = (".jsonl", ".ndjson", ".parquet")
 # Fields of a linked-sentence record (the output of synth.sources.wikipedia.iter_linked_sentences).
 REQUIRED = {"sentence_id": str, "text": str, "entities": list}
+# Fields of each of its ``entities`` (a link: the linked page's title and where the linked words are in ``text``).
+MENTION_FIELDS = {"title": str, "mention": str, "start": int, "end": int}
 
 ENTITY_TYPE = pa.struct(
     [
@@ -127,16 +128,7 @@ def _check_entities(record: dict[str, Any], file: str, row: int) -> None:
     text = record["text"]
     for index, mention in enumerate(record["entities"]):
         where = f"entities[{index}]"
-        if not isinstance(mention, dict):
-            raise InputError("expected an object", file=file, row=row, field=where)
-        for name, kind in (("title", str), ("mention", str), ("start", int), ("end", int)):
-            value = mention.get(name)
-            if value is None:
-                raise InputError("missing required field", file=file, row=row, field=f"{where}.{name}")
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise InputError(
-                    f"expected {kind.__name__}, got {type(value).__name__}", file=file, row=row, field=f"{where}.{name}"
-                )
+        check_fields(mention, MENTION_FIELDS, file=file, row=row, prefix=f"{where}.")
         if text[mention["start"] : mention["end"]] != mention["mention"]:
             raise InputError(
                 f"text[{mention['start']}:{mention['end']}] is not the mention {mention['mention']!r}",
@@ -144,21 +136,6 @@ def _check_entities(record: dict[str, Any], file: str, row: int) -> None:
                 row=row,
                 field=f"{where}.start",
             )
-
-
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """``(line number, parsed value)`` of each non-blank line; a bad line names its number."""
-    try:
-        with path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    yield number, json.loads(raw)
-                except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-                    raise InputError(f"not valid JSON ({exc})", file=str(path), row=number) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", file=str(path)) from None
 
 
 @dataclass
@@ -191,6 +168,11 @@ class EntityCSRecipe(Recipe):
     """Code-switched sentences from entity-linked English sentences (see the module docstring)."""
 
     name = "entitycs"
+    config_model = EntityCSConfig
+    id_field = "sentence_id"
+    card = views.CARD
+    view = views.VIEW
+    show = staticmethod(views.show)
     # The code-switched sentence: what is trained on, and per language what differs (en_sentence is the input,
     # the same in every language of a sentence).
     dedup_columns = ("cs_sentence",)
@@ -208,9 +190,10 @@ class EntityCSRecipe(Recipe):
 
         return super().resources() + [Path(self.options.lexicon) if self.options.lexicon else DEFAULT_LEXICON]
 
-    @property
-    def needs_engine(self) -> bool:  # type: ignore[override]  # depends on the config, not the class
-        return self.options.llm_label_fallback or self.options.llm_inflection_repair
+    @classmethod
+    def needs_engine(cls, config: EntityCSConfig) -> bool:
+        """Only the LLM label fallback and inflection repair call the model; plain switching needs no engine."""
+        return config.entitycs.llm_label_fallback or config.entitycs.llm_inflection_repair
 
     @property
     def prompt_version(self) -> str:
@@ -269,21 +252,8 @@ class EntityCSRecipe(Recipe):
             for sentence in iter_linked_sentences(spec.path, max_words=self.options.max_words):
                 yield {**sentence, "source_id": sentence["sentence_id"]}
             return
-        if spec.path is not None and spec.path.lower().endswith((".jsonl", ".ndjson")):
-            numbered = _iter_jsonl(Path(spec.path))
-        else:
-            numbered = enumerate(read_records(spec, REQUIRED), start=1)
-        source = spec.path or f"hf:{spec.hf.name}"
-        for row, record in numbered:
-            if not isinstance(record, dict):
-                raise InputError(f"expected an object, got {type(record).__name__}", file=source, row=row)
-            for name, kind in REQUIRED.items():
-                if record.get(name) is None:
-                    raise InputError("missing required field", file=source, row=row, field=name)
-                if not isinstance(record[name], kind):
-                    raise InputError(
-                        f"expected {kind.__name__}, got {type(record[name]).__name__}", file=source, row=row, field=name
-                    )
+        source = input_name(spec)
+        for row, record in read_numbered_records(spec, REQUIRED):
             _check_entities(record, source, row)
             yield {**record, "source_id": record["sentence_id"]}
 
@@ -417,23 +387,8 @@ class EntityCSRecipe(Recipe):
     # --- LLM passes ----------------------------------------------------------------------------
 
     def _sampling(self, request_id: str) -> Sampling:
-        sampling = self.config.sampling
-        return Sampling(
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=min(sampling.max_tokens, LABEL_MAX_TOKENS),
-            repetition_penalty=sampling.repetition_penalty,
-            seed=request_seed(sampling.seed, request_id),
-            stop=("\n",),
-        )
-
-    def _generate(self, requests: list[Request], usage: Usage, step: str) -> list[Result]:
-        if self.engine is None:
-            raise EngineError(f"EntityCS step '{step}' needs an LLM engine but none was given")
-        started = time.perf_counter()
-        results = self.engine.generate(requests)
-        usage.add(results, step, time.perf_counter() - started)
-        return results
+        """A label's sampling: the run's, with at most :data:`LABEL_MAX_TOKENS` (a name is a few tokens)."""
+        return self.sampling(request_id, min(self.config.sampling.max_tokens, LABEL_MAX_TOKENS))
 
     def fallback_body(self, entity: Entity, lang: str) -> dict[str, Any]:
         """The few-shot prompt asking for ``entity``'s name in ``lang`` (prefix shared per language), in the run's
@@ -463,7 +418,7 @@ class EntityCSRecipe(Recipe):
                         )
                         pending[request_id] = (*key, request)
         if pending:
-            results = self._generate([request for _, _, request in pending.values()], usage, "label_fallback")
+            results = self.generate([request for _, _, request in pending.values()], usage, "label_fallback")
             for (entity_id, lang, _), result in zip(pending.values(), results):
                 if not result.ok:
                     failed[(entity_id, lang)] = _LlmAnswer(None, "engine_error")
@@ -511,7 +466,7 @@ class EntityCSRecipe(Recipe):
                 todo.append((row, switch, request))
         if not todo:
             return
-        results = self._generate([request for _, _, request in todo], usage, "inflection_repair")
+        results = self.generate([request for _, _, request in todo], usage, "inflection_repair")
         # Small models echo an exemplar's answer ("немцы" for any Russian demonym): never a repair.
         exemplar_answers = {exemplar["fitted"] for exemplar in repair_exemplars()}
         for (row, switch, _), result in zip(todo, results):

@@ -36,21 +36,21 @@ from __future__ import annotations
 
 import csv
 import re
-import time
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import pyarrow as pa
 import yaml
 
 from synth.errors import ConfigError, InputError
-from synth.sources.records import read_records
-from synth.llm.base import Request, Result, Sampling, Usage, request_seed
+from synth.sources.records import input_name, read_numbered_records
+from synth.llm.base import Request, Result, Usage
 from synth.paths import PROMPTS_DIR
 from synth.prompts import PromptTemplate, load_template
 from synth.recipes.base import LID_FIELDS, Recipe, first_passing, generate_candidates, stable_id
+from synth.recipes.sap import views
+from synth.recipes.sap.config import SapConfig
 
 EXEMPLAR_DIR = PROMPTS_DIR / "sap" / "exemplars"
 CROSS_LINGUAL_FILES = ("XOR-Retrieve-prompts.csv", "xtreme-up-prompts.csv")
@@ -165,6 +165,11 @@ class SapRecipe(Recipe):
     """Summarize-then-ask query generation. See the module docstring for the method and reject reasons."""
 
     name = "sap"
+    config_model = SapConfig
+    id_field = "id"
+    card = views.CARD
+    view = views.VIEW
+    show = staticmethod(views.show)
     dedup_columns = ("query",)  # the generated question (the summary is a step, shared by a passage's languages)
 
     SCHEMA = pa.schema(
@@ -239,17 +244,17 @@ class SapRecipe(Recipe):
         if spec.path and spec.path.endswith((".xml", ".xml.bz2")):
             from synth.sources.wikipedia import iter_passages
 
-            records = iter_passages(spec.path)
+            numbered = enumerate(iter_passages(spec.path), start=1)
         else:
-            records = read_records(spec, {"id": str, "text": str})
-        for index, record in enumerate(records, start=1):
+            numbered = read_numbered_records(spec, {"id": str, "text": str})
+        for row, record in numbered:
             raw_lang = record.get("lang")
             lang = "en" if raw_lang is None or raw_lang == "" else normalize_record_lang(str(raw_lang))
             if lang is None:
                 raise InputError(
                     f"not a language code: {raw_lang!r} (expected ISO 639 or BCP-47, e.g. 'de', 'deu', 'de-DE')",
-                    file=spec.path or f"hf:{spec.hf.name}",
-                    row=_input_row(spec.path, index),
+                    file=input_name(spec),
+                    row=row,
                     field="lang",
                 )
             yield {
@@ -282,7 +287,7 @@ class SapRecipe(Recipe):
         """Completion: the few-shot text; chat: system turn, exemplar turns, then the passage as the user turn."""
         request_id = f"{record['source_id']}/summary"
         body = self.summary_template.render(self.summary_exemplars(record["lang"]), {"passage": record["text"]})
-        return Request(id=request_id, sampling=self._sampling(request_id, self.options.summary_max_tokens), **body)
+        return Request(id=request_id, sampling=self.sampling(request_id, self.options.summary_max_tokens), **body)
 
     # -- step 2 ---------------------------------------------------------------------------------
     def query_exemplars(self, lang: str) -> list[dict[str, str]]:
@@ -303,18 +308,7 @@ class SapRecipe(Recipe):
             {"passage": record["text"], "summary": summary},
             language=language_names().get(lang, lang),
         )
-        return Request(id=request_id, sampling=self._sampling(request_id, self.options.query_max_tokens), **body)
-
-    def _sampling(self, request_id: str, max_tokens: int) -> Sampling:
-        s = self.config.sampling
-        return Sampling(
-            temperature=s.temperature,
-            top_p=s.top_p,
-            max_tokens=max_tokens,
-            repetition_penalty=s.repetition_penalty,
-            seed=request_seed(s.seed, request_id),
-            stop=("\n",),
-        )
+        return Request(id=request_id, sampling=self.sampling(request_id, self.options.query_max_tokens), **body)
 
     def target_languages(self, record: dict[str, Any]) -> list[str]:
         """Cross-lingual: every configured language; monolingual: the passage's own language, if configured."""
@@ -332,9 +326,7 @@ class SapRecipe(Recipe):
             elif langs:
                 ready.append((record, langs))
 
-        started = time.perf_counter()
-        summaries = self.engine.generate([self.summary_request(record) for record, _ in ready])
-        usage.add(summaries, "summary", time.perf_counter() - started)
+        summaries = self.generate([self.summary_request(record) for record, _ in ready], usage, "summary")
 
         query_jobs: list[tuple[dict[str, Any], str, str]] = []
         for (record, langs), result in zip(ready, summaries):
@@ -401,10 +393,7 @@ class SapRecipe(Recipe):
             # unique within the call (a candidate's position); the judge is greedy and unseeded, so ids change nothing
             request_id = f"{record['source_id']}/answerable/{lang}/{n}"
             requests.append(judge_request(request_id, record["text"], outcomes[n].query, lang))
-        started = time.perf_counter()
-        results = self.engine.generate(requests)
-        if usage is not None:
-            usage.add(results, "answerable", time.perf_counter() - started)
+        results = self.generate(requests, usage, "answerable")
         threshold = self.options.answerability.threshold
         outcomes = list(outcomes)
         for n, result in zip(todo, results):
@@ -492,21 +481,6 @@ def kept_outcome(outcomes: Sequence[QueryOutcome]) -> QueryOutcome:
     """The candidate whose query the row shows (as :func:`choose_query`): the first passing one, else candidate 0."""
     chosen = first_passing(outcomes, _reason)
     return outcomes[0 if chosen is None else chosen]
-
-
-def _input_row(path: str | None, index: int) -> int:
-    """The row number ``synth.sources.records`` gives the ``index``-th record: a JSON Lines file's line (blank lines are
-    skipped but counted), else the record's position."""
-    if not path or not path.lower().endswith((".jsonl", ".ndjson")):
-        return index
-    seen = 0
-    with open(path, "rb") as handle:
-        for line, raw in enumerate(handle, start=1):
-            if raw.decode("utf-8", "replace").strip():
-                seen += 1
-                if seen == index:
-                    return line
-    return index
 
 
 def _first_line(text: str) -> str:

@@ -1,5 +1,10 @@
-"""The flow body every recipe shares: the library's driver loop (``synth.pipeline.drive``) with one Prefect task
-per batch, at most a few batches in flight, a progress artifact, and a run-summary artifact.
+"""The flow of every recipe: the library's driver loop (``synth.pipeline.drive``) with one Prefect task per batch,
+at most a few batches in flight, a progress artifact, and a run-summary artifact.
+
+:func:`recipe_flow` makes the flow ``polysynth-<recipe>`` of any registered recipe (its ``config`` parameter typed
+with the recipe's config model, so Prefect validates it and shows its schema); ``flows.recipe.<recipe>_flow`` is
+that flow as a module attribute, which is what deployment entrypoints name (``flows/recipe.py:sap_flow``).
+:func:`run_flow` runs one in this process: what ``synth run``, ``synth demo`` and the publish flow call.
 
 A task is a batch (hundreds of rows), never a row: Prefect's per-task overhead (~20 ms) would dominate.
 The store's ledger, not Prefect's cache, decides what is done, so a rerun of a finished run generates nothing.
@@ -9,11 +14,12 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from functools import lru_cache
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, Optional
 
 import httpx
-from prefect import get_run_logger, task
+from prefect import Flow, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
@@ -21,6 +27,7 @@ from prefect.context import FlowRunContext
 from synth.report import progress
 from synth.config import RunConfigBase
 from synth.errors import EngineError
+from synth.recipes import recipe_class, recipe_names
 from synth.pipeline import Batch, BatchReport, IncompleteRunError, RecipeRun, _Done, drive, process_batch
 from synth.report.html import summary_markdown
 from synth.store.location import Location
@@ -176,3 +183,49 @@ def task_runner_for(config: RunConfigBase):
             raise EngineError("runner.task_runner 'ray' needs prefect-ray: pip install prefect-ray") from None
         return RayTaskRunner(address=address) if address else RayTaskRunner()
     return None
+
+
+def flow_attribute(recipe: str) -> str:
+    """The module attribute naming ``recipe``'s flow: ``sap`` -> ``sap_flow``."""
+    return recipe.replace("-", "_") + "_flow"
+
+
+@lru_cache(maxsize=None)
+def recipe_flow(recipe: str) -> Flow:
+    """The Prefect flow ``polysynth-<recipe>`` of a registered recipe (one object per recipe and process)."""
+    recipe_cls = recipe_class(recipe)
+
+    def run(config: RunConfigBase, out: Optional[str] = None) -> dict[str, Any]:
+        return run_recipe_flow(config, out)
+
+    run.__name__ = run.__qualname__ = flow_attribute(recipe)
+    # Prefect reads the parameter schema and validates ``config`` from these annotations.
+    run.__annotations__ = {"config": recipe_cls.config_model, "out": Optional[str], "return": dict[str, Any]}
+    summary = (recipe_cls.__doc__ or recipe).strip().splitlines()[0]
+    run.__doc__ = f"""{summary}
+
+    Streams the input in batches (one task each), writes Parquet shards and a manifest, and attaches a run-summary
+    artifact. Rerunning with the same config generates nothing twice.
+
+    Args:
+        config: The run config (see data/configs/{recipe}.yaml): input, languages, engine, sampling, LID, output.
+        out: Output directory; defaults to config.output.dir.
+    """
+    return flow(run, name=f"polysynth-{recipe}", log_prints=False, validate_parameters=True)
+
+
+def __getattr__(attribute: str) -> Flow:
+    # ``flows.recipe.sap_flow`` for deployment entrypoints (prefect.yaml, ``synth serve``): made on first access.
+    for recipe in recipe_names():
+        if flow_attribute(recipe) == attribute:
+            return recipe_flow(recipe)
+    raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
+
+
+def run_flow(config: RunConfigBase, out: str | None = None) -> dict[str, Any]:
+    """Run the recipe's flow in this process, with the task runner its config asks for, and return its summary."""
+    chosen = recipe_flow(config.recipe)
+    runner = task_runner_for(config)
+    if runner is not None:
+        chosen = chosen.with_options(task_runner=runner)
+    return chosen(config=config, out=out)
