@@ -55,7 +55,7 @@ RECORDED_SAP_S_PER_ROW = 8.7
 def corpus() -> list[tuple[str, str]]:
     """(text, language) pairs from the exemplar CSVs and the Wikipedia samples."""
     from synth.filters.lid import normalize_lang
-    from synth.recipes.sap.recipe import language_names
+    from synth.recipes.sap.languages import language_names
 
     codes = {name: code for code, name in language_names().items()}
     pairs: list[tuple[str, str]] = []

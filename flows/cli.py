@@ -39,7 +39,7 @@ console = Console(stderr=True)
 def _fail(error: Exception) -> None:
     from rich.markup import escape
 
-    from synth.report.terminal import current_log_file
+    from flows.terminal import current_log_file
 
     log = current_log_file()
     where = f" [dim](log: {escape(str(log))})[/]" if log is not None else ""
@@ -120,7 +120,7 @@ def run(
 
 def _run_watched(run_config: Any, verbose: bool) -> dict[str, Any]:
     """Run a recipe's flow with its logs in OUT/logs/ and its progress on stdout; returns the run summary."""
-    from synth.report.terminal import ProgressDisplay, log_path_for, send_logs_to_file
+    from flows.terminal import ProgressDisplay, log_path_for, send_logs_to_file
 
     send_logs_to_file(log_path_for(run_config.output.dir), verbose)
     from flows.recipe import run_flow

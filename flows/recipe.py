@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from functools import lru_cache
 from contextlib import AbstractContextManager, nullcontext
+from functools import lru_cache
 from typing import Any, Optional
 
 import httpx
@@ -24,29 +24,18 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
-from synth.report import progress
+from flows.retry import retry_on
 from synth.config import RunConfigBase
 from synth.errors import EngineError
-from synth.recipes import recipe_class, recipe_names
 from synth.pipeline import Batch, BatchReport, IncompleteRunError, RecipeRun, _Done, drive, process_batch
+from synth.recipes import recipe_class, recipe_names
+from synth.report import progress
 from synth.report.html import summary_markdown
 from synth.store.location import Location
 
-RETRYABLE = (EngineError, httpx.TransportError, ConnectionError, TimeoutError)
 # Batches submitted ahead of the one being recorded, per worker: enough to keep workers busy, few enough
 # that the driver's memory does not grow with the input.
 IN_FLIGHT_PER_WORKER = 2
-
-
-def _retry_on_engine_errors(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only engine and network failures; a bug or bad input fails at once."""
-    try:
-        state.result()
-    except RETRYABLE:
-        return True
-    except Exception:
-        return False
-    return False
 
 
 @task(
@@ -56,7 +45,8 @@ def _retry_on_engine_errors(task: Any, task_run: Any, state: Any) -> bool:
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_on_engine_errors,
+    # Only engine and network failures are retried; a bug or bad input fails at once.
+    retry_condition_fn=retry_on(EngineError, httpx.TransportError, ConnectionError, TimeoutError),
 )
 def generate_batch(config: RunConfigBase, out: str, batch: Batch) -> BatchReport:
     """Run the recipe on one batch and commit its finished units to the store's ledger."""

@@ -91,19 +91,14 @@ class Recipe(ABC):
     # The columns holding a row's generated text, compared by near-duplicate removal (``synth.filters.dedup``) within a
     # language; ``a.b`` is field ``b`` of the structs in list column ``a``. Empty: the recipe's rows are not compared.
     dedup_columns: ClassVar[tuple[str, ...]] = ()
+    # How ``synth show`` prints selected rows: ``show(console, selection, title)`` (``selection`` a
+    # ``synth.report.browse.RowSelection``); None: a table of the view's text, source and detail.
+    show: ClassVar[Callable[[Any, Any, str], None] | None] = None
 
     @classmethod
     def needs_engine(cls, config: RunConfigBase) -> bool:
         """Whether a run with ``config`` calls the LLM (a run that does not never starts an engine)."""
         return True
-
-    @classmethod
-    def show(cls, console: Any, selection: Any, title: str) -> None:
-        """How ``synth show`` prints selected rows (a ``synth.report.browse.RowSelection``); by default a table of
-        the view's text, source and detail."""
-        from synth.report.browse import show_view
-
-        show_view(console, selection, title, cls.view)
 
     @classmethod
     def prompts(cls) -> Path:

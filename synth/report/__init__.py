@@ -1,1 +1,1 @@
-"""What a user sees of a run: progress events, the terminal, `synth show` and the HTML report."""
+"""What a user sees of a run: progress events, `synth show` and `synth status`, and the HTML report."""

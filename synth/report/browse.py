@@ -286,7 +286,11 @@ def render_rows(console: Console, selection: RowSelection) -> None:
     title = f"{selection.config}: {len(selection.rows)} of {selection.matched} {kind}rows{reason}"
     from synth.recipes import recipe_class
 
-    recipe_class(selection.recipe).show(console, selection, title)
+    recipe = recipe_class(selection.recipe)
+    if recipe.show is not None:
+        recipe.show(console, selection, title)
+    else:
+        show_view(console, selection, title, recipe.view)
 
 
 def plain(value: Any) -> Text:

@@ -28,6 +28,7 @@ from typing import Sequence
 
 from synth.llm.base import Engine, Request, Result, Sampling
 from synth.prompts import PromptTemplate, load_template
+from synth.recipes.sap.languages import language_names
 
 TEMPLATE = "sap/answerability.v1.yaml"
 TOP_LOGPROBS = 20  # vLLM's default cap (max_logprobs) is 20
@@ -49,8 +50,6 @@ def template() -> PromptTemplate:
 
 def judge_request(request_id: str, passage: str, question: str, language: str) -> Request:
     """The one-token request asking whether ``passage`` answers ``question`` (``language``: an ISO code)."""
-    from synth.recipes.sap.recipe import language_names  # lazily: the SAP recipe imports this module
-
     prompt = template().render_prefix() + template().render_request(
         passage=passage, question=question, language=language_names().get(language, language)
     )

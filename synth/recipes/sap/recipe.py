@@ -41,7 +41,6 @@ from functools import lru_cache
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import pyarrow as pa
-import yaml
 
 from synth.errors import ConfigError, InputError
 from synth.sources.records import input_name, read_numbered_records
@@ -50,6 +49,7 @@ from synth.paths import PROMPTS_DIR
 from synth.prompts import PromptTemplate, load_template
 from synth.recipes.base import LID_FIELDS, Recipe, first_passing, generate_candidates, stable_id
 from synth.recipes.sap import views
+from synth.recipes.sap.languages import language_names
 from synth.recipes.sap.config import SapConfig
 
 EXEMPLAR_DIR = PROMPTS_DIR / "sap" / "exemplars"
@@ -69,13 +69,6 @@ class Exemplar:
     passage: str
     summary: str
     question: str
-
-
-@lru_cache(maxsize=1)
-def language_names() -> dict[str, str]:
-    """ISO code -> language name as the exemplar files spell it."""
-    names = yaml.safe_load((PROMPTS_DIR / "sap" / "languages.yaml").read_text(encoding="utf-8"))
-    return {code: name for name, code in names.items()}
 
 
 def _column_language(header: str) -> str:
