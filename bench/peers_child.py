@@ -74,15 +74,21 @@ def mark(phase: str) -> None:
 
 
 def record_generate(generate):
-    """Wrap a ``generate`` so every call is recorded under the current phase."""
+    """Wrap a ``generate`` so every call is recorded under the current phase. Works on the class (``self`` first)
+    and on an instance. A call whose every request asks for one token is a prefill call (``prefill``)."""
 
     def wrapper(*args, **kwargs):
-        prompts = kwargs.get("prompts", args[0] if args else None)
+        rest = args[1:] if args and hasattr(args[0], "llm_engine") else args
+        prompts = kwargs.get("prompts", rest[0] if rest else None)
+        params = kwargs.get("sampling_params", rest[1] if len(rest) > 1 else None)
         n = len(prompts) if isinstance(prompts, (list, tuple)) else 1
+        each = params if isinstance(params, (list, tuple)) else [params]
+        prefill = params is not None and all(getattr(p, "max_tokens", None) == 1 for p in each)
         started, cpu = time.perf_counter(), time.process_time()
         outputs = generate(*args, **kwargs)
         CALLS.setdefault(PHASE["name"], []).append({
             "prompts": n,
+            "prefill": prefill,
             "prompt_tokens": sum(len(o.prompt_token_ids or ()) for o in outputs),
             "cached_tokens": sum(o.num_cached_tokens or 0 for o in outputs),
             "completion_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
@@ -288,7 +294,7 @@ def start_polysynth(job: dict):
     from bench.common import sap_config
     from synth.llm import get_engine
 
-    config = sap_config(job["passages"], job["languages"], Path(job["work"]) / "polysynth-out")
+    config = sap_config(job["passages"], job["languages"], Path(job["work"]) / "polysynth-out", overrides=job["overrides"])
     started = time.perf_counter()
     engine = get_engine(config.engine)
     engine_start_s = time.perf_counter() - started

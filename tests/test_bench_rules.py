@@ -85,6 +85,21 @@ def test_fewer_cached_tokens_in_the_framework_run_is_a_mismatch():
     assert len(check_children([child("polysynth"), peer])) == 1
 
 
+def test_a_frameworks_prefill_calls_are_not_work_and_more_cache_hits_are_allowed():
+    poly = child("polysynth")
+    calls = poly["runs"]["framework"]["calls"]
+    prefill = {"prompts": 1, "prefill": True, "prompt_tokens": 900, "cached_tokens": 0, "completion_tokens": 1, "generate_s": 5.0}
+    calls[:] = [prefill, {**calls[0], "cached_tokens": 2304}, prefill, {**calls[1], "cached_tokens": 4864}]
+    assert check_children([poly, child("curator")]) == []
+
+
+def test_a_framework_that_asks_more_answers_is_a_mismatch():
+    poly = child("polysynth")
+    calls = poly["runs"]["framework"]["calls"]
+    calls.append({"prompts": 1, "prompt_tokens": 1300, "cached_tokens": 1280, "completion_tokens": 200, "generate_s": 9.0})
+    assert any("framework's calls" in e for e in check_children([poly, child("curator")]))
+
+
 def test_a_different_engine_setting_is_a_mismatch():
     peer = child("distilabel")
     peer["settings"]["max_num_seqs"] = 8
