@@ -106,7 +106,7 @@ def test_prefect_yaml_has_one_deployment_per_recipe_and_publishing():
         assert "polysynth" in deployment["tags"]
         assert deployment["schedules"] and all(not s["active"] and s["cron"] for s in deployment["schedules"])
         if name in RECIPES:
-            assert deployment["entrypoint"] == f"flows/{name}.py:{name}_flow"
+            assert deployment["entrypoint"] == f"flows/recipe.py:{name}_flow"
             assert deployment["parameters"]["config"]["recipe"] == name
         else:
             assert deployment["entrypoint"] == "flows/publish.py:publish_flow"

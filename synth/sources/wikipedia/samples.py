@@ -66,6 +66,7 @@ def make_samples(
 
     Example: ``python -m synth.sources.wikipedia --dump data/wikipedia/enwiki-sample-pages-articles.xml.bz2``
     """
+    # Imported here: loading synth.recipes.entitycs runs its recipe, which imports this package.
     from synth.recipes.entitycs.lexicon import load_default_lexicon
 
     lexicon = load_default_lexicon()
