@@ -377,7 +377,7 @@ def serve_model(
     Example: synth serve-model --port 8000  # then engine: {backend: openai, base_urls: [http://127.0.0.1:8000/v1]}
     """
     from synth.llm.model import serve_model_command
-    from synth.llm.vllm_engine import cpu_environment, cuda_available
+    from synth.llm.device import cpu_environment, cuda_available
 
     argv = serve_model_command(model, host, port)
     console.print(" ".join(argv), highlight=False)

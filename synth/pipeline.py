@@ -44,6 +44,7 @@ from synth.errors import InputError, SynthError
 from synth.llm.base import Usage
 from synth.recipes import recipe_class
 from synth.recipes.base import Recipe, stable_id
+from synth.sources.records import input_name
 from synth.store.files import check_writable, discard_temp_files
 from synth.store.generations import CachingEngine
 from synth.store.location import Location
@@ -307,9 +308,6 @@ class RecipeRun:
         Manifest(self.out)  # readable, and written by this format
         self._scan(lambda record: 0)
 
-    def _source(self) -> str:
-        return self.config.input.path or f"hf:{self.config.input.hf.name}"
-
     def records(self) -> Iterator[dict[str, Any]]:
         """The input records (``input.limit`` applied)."""
         limit = self.config.input.limit
@@ -325,7 +323,7 @@ class RecipeRun:
             keys.append(key_of(record))
             sources.append(source_key(str(record["source_id"])))
         if not len(keys):
-            raise InputError("no input records (the input is empty)", file=self._source())
+            raise InputError("no input records (the input is empty)", file=input_name(self.config.input))
         ids = sources.array()
         ids.sort()
         repeated = ~first_of_runs(ids)
@@ -342,7 +340,7 @@ class RecipeRun:
             if source_id in first:
                 raise InputError(
                     f"duplicated id {source_id!r} (first at record {first[source_id]})",
-                    file=self._source(),
+                    file=input_name(self.config.input),
                     row=row,
                     field=self.recipe_cls.id_field,
                 )

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ import pyarrow.parquet as pq
 
 from synth.errors import InputError
 from synth.paths import DATA_DIR
+from synth.store.files import write_parquet_atomic
 
 DEFAULT_LEXICON = DATA_DIR / "lexicon" / "cldr.parquet"
 
@@ -194,10 +194,8 @@ def label_for(english_name: str, lang: str) -> str | None:
 
 
 def write_lexicon(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write rows atomically (temp file, then rename), so a crash never leaves half a file at ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=LEXICON_SCHEMA), tmp, compression="zstd")
-    os.replace(tmp, path)
+    """Write rows atomically, so a crash never leaves half a file at ``path``."""
+    write_parquet_atomic(path, pa.Table.from_pylist(rows, schema=LEXICON_SCHEMA))
 
 
 def unique_aliases(names: Iterable[str], exclude: str) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
-import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pyarrow.parquet as pq
 from synth.errors import InputError
 from synth.recipes.entitycs.lexicon import LEXICON_SCHEMA, unique_aliases, write_lexicon
 from synth.sources.wikipedia.dump import iter_redirects, normalize_title
+from synth.store.files import atomic_path, atomic_write_bytes
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -47,21 +47,19 @@ class _RedirectIndex:
 
     @classmethod
     def build(cls, source: Path, db_path: Path) -> _RedirectIndex:
-        tmp = db_path.with_name(db_path.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        db = sqlite3.connect(tmp)
-        db.execute("CREATE TABLE redirects (target TEXT, title TEXT)")
-        batch: list[tuple[str, str]] = []
-        for title, target in cls._pairs(source):
-            batch.append((target, title))
-            if len(batch) >= 50_000:
-                db.executemany("INSERT INTO redirects VALUES (?, ?)", batch)
-                batch.clear()
-        db.executemany("INSERT INTO redirects VALUES (?, ?)", batch)
-        db.execute("CREATE INDEX by_target ON redirects (target)")
-        db.commit()
-        db.close()
-        os.replace(tmp, db_path)
+        with atomic_path(db_path, ".sqlite") as tmp:  # sqlite makes a database of the empty temp file
+            db = sqlite3.connect(tmp)
+            db.execute("CREATE TABLE redirects (target TEXT, title TEXT)")
+            batch: list[tuple[str, str]] = []
+            for title, target in cls._pairs(source):
+                batch.append((target, title))
+                if len(batch) >= 50_000:
+                    db.executemany("INSERT INTO redirects VALUES (?, ?)", batch)
+                    batch.clear()
+            db.executemany("INSERT INTO redirects VALUES (?, ?)", batch)
+            db.execute("CREATE INDEX by_target ON redirects (target)")
+            db.commit()
+            db.close()
         return cls(db_path)
 
     @staticmethod
@@ -114,9 +112,7 @@ def _checkpoint_key(dump: Path, languages: set[str] | None, redirects: Path | No
 
 
 def _write_json(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(data, indent=1).encode("utf-8"))
 
 
 def build_from_wikidata_dump(
@@ -235,11 +231,8 @@ def build_from_wikidata_dump(
         if index is not None:
             index.close()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with pq.ParquetWriter(tmp, LEXICON_SCHEMA, compression="zstd") as writer:
+    with atomic_path(out, ".parquet") as tmp, pq.ParquetWriter(tmp, LEXICON_SCHEMA, compression="zstd") as writer:
         for name in state["parts"]:
             writer.write_table(pq.read_table(parts_dir / name, schema=LEXICON_SCHEMA))
-    os.replace(tmp, out)
     shutil.rmtree(parts_dir)
     return {**counts, "parts": len(state["parts"]), "resumed_from_line": resumed_from}

@@ -18,6 +18,7 @@ from typing import Any
 from synth.paths import DATA_DIR
 from synth.sources.wikipedia.dump import DEFAULT_DUMP, iter_articles
 from synth.sources.wikipedia.passages import page_linked_sentences, page_passages, split_article
+from synth.store.files import atomic_write_bytes
 
 SAMPLES_DIR = DATA_DIR / "samples"
 
@@ -44,12 +45,7 @@ def _take_spread(
 
 
 def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    atomic_write_bytes(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))
 
 
 def make_samples(
