@@ -26,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.recipe import run_flow
 from flows.retry import retry_on
+from synth.config import RunConfigBase
 from synth.config_file import parse_config
 from synth.publish.hub import HubError, PushOptions, PushResult, push
 
@@ -74,15 +75,17 @@ def publish_flow(out: str, options: PushOptions) -> dict[str, Any]:
 
 
 @flow(name="polysynth-generate-and-publish", log_prints=False, validate_parameters=True)
-def generate_and_publish_flow(config: dict[str, Any], options: PushOptions) -> dict[str, Any]:
+def generate_and_publish_flow(config: RunConfigBase | dict[str, Any], options: PushOptions) -> dict[str, Any]:
     """Run a recipe to completion, then publish its output directory (both steps resume when rerun).
 
     Args:
-        config: A run config of any registered recipe, as a mapping (see data/configs/*.yaml); checked by its recipe's
-            config model before anything runs.
+        config: A run config of any registered recipe (see data/configs/*.yaml), as a mapping or a loaded config;
+            validated by its recipe's config model before anything runs.
         options: Where and what to push, as for :func:`publish_flow` (the output directory is the run's).
     """
     # The recipe runs as its own flow (a subflow) with the task runner its config asks for.
-    summary = run_flow(parse_config(config, source="parameter 'config'"))
+    # Prefect validates only the shared sections or a mapping: the recipe's own model checks the whole config.
+    data = config.model_dump(mode="json") if isinstance(config, RunConfigBase) else config
+    summary = run_flow(parse_config(data, source="parameter 'config'"))
     published = _publish(summary["out"], options)
     return {"run": summary, "publish": published}
