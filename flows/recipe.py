@@ -206,9 +206,14 @@ def recipe_flow(recipe: str) -> Flow:
 
 def __getattr__(attribute: str) -> Flow:
     # ``flows.recipe.sap_flow`` for deployment entrypoints (prefect.yaml, ``synth serve``): made on first access.
+    # Always by the installed module, also when Prefect loaded this file by its path: the batch task must pickle
+    # by a module name that Dask and Ray workers can import.
+    import importlib
+
+    home = importlib.import_module("flows.recipe")
     for recipe in recipe_names():
         if flow_attribute(recipe) == attribute:
-            return recipe_flow(recipe)
+            return home.recipe_flow(recipe)
     raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
 
 
