@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -36,10 +37,11 @@ RUN_TIMEOUT_S = 300
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The environment of a process that sees the ``upper`` recipe package installed (pip --target)."""
-    target = tmp_path_factory.mktemp("site")
+    target, source = tmp_path_factory.mktemp("site"), tmp_path_factory.mktemp("src") / "recipe_package"
+    shutil.copytree(PACKAGE, source)  # setuptools builds inside the source folder: keep the repository clean
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
-         str(target), str(PACKAGE)],
+         str(target), str(source)],
         check=True, timeout=INSTALL_TIMEOUT_S, capture_output=True,
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(ROOT)]), HF_HUB_OFFLINE="1")
